@@ -1,0 +1,32 @@
+"""Fixtures: a formatted embedded volume (SQLite + local directory store) and real mounts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from support import Volume, run_cli
+
+
+@pytest.fixture
+def volume(tmp_path: Path):
+    """A freshly formatted volume: SQLite metadata and a file:// store under tmp_path."""
+    root = tmp_path / "vol"
+    root.mkdir()
+    vol = Volume(
+        root=root,
+        meta_url=f"sqlite://{root}/meta.db",
+        storage_url=f"file://{root}/store",
+        cache_dir=root / "cache",
+    )
+    run_cli("format", vol.meta_url, "--storage", vol.storage_url)
+    try:
+        yield vol
+    finally:
+        vol.cleanup()
+
+
+@pytest.fixture
+def mnt(volume: Volume) -> Path:
+    """The mountpoint of `volume`, mounted in the background; unmounted at teardown."""
+    return volume.mount().path
