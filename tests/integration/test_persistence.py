@@ -1,0 +1,393 @@
+"""Persistence: what a mount acknowledged is there after unmount/remount and after kill -9.
+
+Every remount here is a new daemon process reading the volume back from SQLite and the
+object store. The clean-remount test also deletes the disk cache first, so data must come
+from the store; the kill -9 tests keep the (possibly half-written) cache, as a crash would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import psutil
+from support import Mount, Volume, is_mounted
+
+MiB = 1 << 20
+CHUNK = 64 * MiB
+
+
+def data(seed: int, size: int) -> bytes:
+    """Deterministic pseudo-random bytes (every 32-byte piece differs)."""
+    out = bytearray()
+    i = 0
+    while len(out) < size:
+        out += hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=64).digest()
+        i += 1
+    return bytes(out[:size])
+
+
+def big_data(seed: int, size: int) -> bytes:
+    """Fast pseudo-random bytes for tens of MiB: distinct 1 MiB pieces."""
+    piece = data(seed, MiB)
+    return (
+        b"".join(i.to_bytes(8, "little") + piece[8:] for i in range(size // MiB))
+        + piece[: size % MiB]
+    )
+
+
+def digest(path: bytes) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(4 * MiB):
+            h.update(block)
+    return h.hexdigest()
+
+
+STAT_FIELDS = (
+    "st_mode",
+    "st_ino",
+    "st_nlink",
+    "st_uid",
+    "st_gid",
+    "st_size",
+    "st_rdev",
+    "st_blocks",
+    "st_mtime_ns",
+    "st_ctime_ns",
+)
+
+
+def snapshot(root: Path) -> dict:
+    """Every entry under root (bytes names): stat fields (no atime), content, target, xattrs."""
+    out = {}
+    broot = os.fsencode(root)
+    for dirpath, dirnames, filenames in os.walk(broot):
+        for name in sorted(dirnames + filenames):
+            p = os.path.join(dirpath, name)
+            s = os.lstat(p)
+            info = {f: getattr(s, f) for f in STAT_FIELDS}
+            info["xattrs"] = sorted(
+                (n, os.getxattr(p, n, follow_symlinks=False))
+                for n in os.listxattr(p, follow_symlinks=False)
+            )
+            if stat.S_ISREG(s.st_mode):
+                info["sha256"] = digest(p)
+            elif stat.S_ISLNK(s.st_mode):
+                info["target"] = os.readlink(p)
+            elif stat.S_ISDIR(s.st_mode):
+                info["listing"] = sorted(os.listdir(p))
+            out[os.path.relpath(p, broot)] = info
+    root_stat = os.stat(root)
+    out[b"."] = {"st_nlink": root_stat.st_nlink, "listing": sorted(os.listdir(broot))}
+    return out
+
+
+def assert_same(before: dict, after: dict) -> None:
+    assert sorted(after) == sorted(before), "set of paths differs after remount"
+    for path, info in before.items():
+        for key, value in info.items():
+            assert after[path][key] == value, (
+                f"{path!r}: {key} was {value!r:.200} before, {after[path][key]!r:.200} after"
+            )
+
+
+def statfs_counters(root: Path) -> tuple:
+    s = os.statvfs(root)
+    return (s.f_bsize, s.f_blocks, s.f_bfree, s.f_files, s.f_ffree)
+
+
+def remount(volume: Volume, old: Mount) -> Mount:
+    """Mount the volume again at the same mountpoint: a new daemon process."""
+    assert not is_mounted(old.path)
+    new = volume.mount(old.path)
+    return new
+
+
+def build_tree(root: Path) -> dict[str, bytes]:
+    """A tree covering every kind of object and attribute; returns expected file contents."""
+    expected: dict[str, bytes] = {}
+
+    def put(rel: str, content: bytes, mode: int = 0o644) -> None:
+        (root / rel).write_bytes(content)
+        os.chmod(root / rel, mode)
+        expected[rel] = content
+
+    for d in ["d1", "d1/d2", "d1/d2/d3", "sticky", "empty"]:
+        (root / d).mkdir()
+    os.chmod(root / "sticky", 0o1777)
+    os.chmod(root / "d1/d2", 0o2750)
+
+    put("empty.txt", b"")
+    put("small.txt", b"hello riverfs\n")
+    put("d1/d2/d3/deep.bin", data(1, 1000), 0o600)
+    # several 4 MiB blocks, ending inside a block
+    put("blocks.bin", big_data(2, 3 * 4 * MiB + 12345))
+    # crosses the 64 MiB chunk boundary
+    put("chunks.bin", big_data(3, CHUNK + 5 * MiB + 7), 0o640)
+    put("setuid", b"#!/bin/sh\n", 0o4755)
+    put("setgid", b"x", 0o2711)
+    put("nomode", b"secret", 0o000)
+
+    # sparse: holes, data at 1 MiB, straddling the chunk boundary, near the end
+    sparse = root / "sparse.bin"
+    with open(sparse, "wb") as f:
+        f.truncate(2 * CHUNK + 3 * MiB)
+        f.seek(MiB)
+        f.write(b"A" * 1000)
+        f.seek(CHUNK - 500)
+        f.write(data(4, 1000))
+        f.seek(2 * CHUNK + 3 * MiB - 3)
+        f.write(b"end")
+    expected["sparse.bin"] = None  # compared through the snapshot (too big to hold twice)
+    # a file truncated down in the middle of a block, and one truncated up
+    put("trunc_down.bin", big_data(5, 5 * MiB))
+    os.truncate(root / "trunc_down.bin", 4 * MiB + 99)
+    expected["trunc_down.bin"] = expected["trunc_down.bin"][: 4 * MiB + 99]
+    put("trunc_up.bin", b"abc")
+    os.truncate(root / "trunc_up.bin", 5 * MiB)
+    expected["trunc_up.bin"] = b"abc" + bytes(5 * MiB - 3)
+    # overwritten in place (later slices win)
+    put("overwrite.bin", data(6, 3 * MiB))
+    with open(root / "overwrite.bin", "r+b") as f:
+        f.seek(MiB - 10)
+        f.write(b"Z" * 20)
+    exp = bytearray(expected["overwrite.bin"])
+    exp[MiB - 10 : MiB + 10] = b"Z" * 20
+    expected["overwrite.bin"] = bytes(exp)
+
+    # hard links: one inode, three names in three directories
+    put("d1/linked", b"linked content")
+    os.link(root / "d1/linked", root / "d1/d2/linked2")
+    os.link(root / "d1/linked", root / "sticky/linked3")
+    expected["d1/d2/linked2"] = expected["sticky/linked3"] = b"linked content"
+
+    # symlinks: relative, absolute, dangling, to a directory, a long target
+    os.symlink("small.txt", root / "link_rel")
+    os.symlink("/etc/hostname", root / "link_abs")
+    os.symlink("does/not/exist", root / "link_dangling")
+    os.symlink("d1/d2", root / "link_dir")
+    os.symlink("t" * 4000, root / "link_long")
+
+    # xattrs: on a file, a directory; binary, empty and large values
+    os.setxattr(root / "small.txt", "user.text", b"value")
+    os.setxattr(root / "small.txt", "user.empty", b"")
+    os.setxattr(root / "small.txt", "user.binary", bytes(range(256)))
+    os.setxattr(root / "d1", "user.dir", b"on a directory")
+    os.setxattr(root / "blocks.bin", "user.large", data(7, 3000))
+
+    # special files, ownership, explicit times
+    os.mkfifo(root / "fifo", 0o620)
+    os.mknod(root / "chardev", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    os.chown(root / "small.txt", 1234, 5678)
+    os.chown(root / "d1/d2/d3", 4321, 8765)
+    put("times", b"t")
+    os.utime(root / "times", ns=EXPLICIT_TIMES)
+    os.utime(root / "d1/d2/d3", ns=(1_000_000_000_000_000_001, 1_100_000_000_000_000_002))
+
+    # names are bytes: non-UTF-8 and 255 bytes long
+    weird = os.fsencode(root) + b"/caf\xe9-\xff\xfe"
+    with open(weird, "wb") as f:
+        f.write(b"latin-1 name")
+    with open(os.fsencode(root) + b"/" + b"n" * 255, "wb") as f:
+        f.write(b"long name")
+
+    # a directory with many entries (several readdir pages)
+    (root / "many").mkdir()
+    for i in range(300):
+        (root / "many" / f"f{i:04d}").write_bytes(str(i).encode())
+
+    # deleted before unmount: must stay deleted
+    put("deleted.bin", data(8, 2 * MiB))
+    os.unlink(root / "deleted.bin")
+    del expected["deleted.bin"]
+    return expected
+
+
+def first_difference(a: bytes, b: bytes) -> str:
+    if len(a) != len(b):
+        return f"size {len(a)} != expected {len(b)}"
+    i = next(i for i in range(0, len(a), 4096) if a[i : i + 4096] != b[i : i + 4096])
+    return f"first differing 4 KiB page at offset {i}"
+
+
+def assert_contents(root: Path, snap: dict, expected: dict[str, bytes | None]) -> None:
+    """Contents as written (by hash from the snapshot); on mismatch, say where."""
+    for rel, content in expected.items():
+        if content is None:
+            continue
+        if snap[os.fsencode(rel)]["sha256"] != hashlib.sha256(content).hexdigest():
+            got = (root / rel).read_bytes()
+            raise AssertionError(f"{rel}: content differs: {first_difference(got, content)}")
+    with open(root / "sparse.bin", "rb") as f:
+        assert f.read(MiB) == bytes(MiB)
+        assert f.read(1000) == b"A" * 1000
+        f.seek(CHUNK - 500)
+        assert f.read(1000) == data(4, 1000)
+        f.seek(2 * CHUNK + 3 * MiB - 4)
+        assert f.read() == b"\0end"
+    assert os.stat(root / "sparse.bin").st_size == 2 * CHUNK + 3 * MiB
+
+
+EXPLICIT_TIMES = (1_234_567_890_123_456_789, 987_654_321_987_654_321)
+
+
+def test_tree_is_identical_after_unmount_and_remount_in_new_process(volume: Volume):
+    m = volume.mount()
+    expected = build_tree(m.path)
+    s = os.stat(m.path / "times")
+    assert (s.st_atime_ns, s.st_mtime_ns) == EXPLICIT_TIMES
+    before = snapshot(m.path)
+    assert_contents(m.path, before, expected)
+    times_before = os.stat(m.path / "times")
+    counters_before = statfs_counters(m.path)
+    pid = m.daemon_pid()
+    m.umount()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    # Read everything back from the object store, not from the local block cache.
+    shutil.rmtree(volume.cache_dir, ignore_errors=True)
+
+    m2 = remount(volume, m)
+    assert m2.daemon_pid() != pid
+    times_after = os.stat(m2.path / "times")  # before anything reads it (atime)
+    assert (times_after.st_atime_ns, times_after.st_mtime_ns) == (
+        times_before.st_atime_ns,
+        times_before.st_mtime_ns,
+    )
+    assert statfs_counters(m2.path) == counters_before, "statfs totals changed over a remount"
+    after = snapshot(m2.path)
+    assert_same(before, after)
+    assert_contents(m2.path, after, expected)
+    assert not (m2.path / "deleted.bin").exists()
+
+
+def test_second_remount_still_identical_after_changes_in_between(volume: Volume):
+    """Changes made in a remounted volume persist too (ids/counters continue correctly)."""
+    m = volume.mount()
+    (m.path / "first").write_bytes(data(10, 5 * MiB))
+    (m.path / "dir").mkdir()
+    m.umount()
+    m = remount(volume, m)
+    # new inodes and slices allocated after a remount must not collide with old ones
+    for i in range(20):
+        (m.path / "dir" / f"n{i}").write_bytes(data(100 + i, 70_000))
+    with open(m.path / "first", "r+b") as f:
+        f.seek(4 * MiB)
+        f.write(b"B" * 1000)
+    before = snapshot(m.path)
+    inodes = {os.stat(m.path / "dir" / f"n{i}").st_ino for i in range(20)}
+    assert len(inodes) == 20 and os.stat(m.path / "first").st_ino not in inodes
+    m.umount()
+    m = remount(volume, m)
+    assert_same(before, snapshot(m.path))
+    expected = bytearray(data(10, 5 * MiB))
+    expected[4 * MiB : 4 * MiB + 1000] = b"B" * 1000
+    assert (m.path / "first").read_bytes() == bytes(expected)
+    for i in range(20):
+        assert (m.path / "dir" / f"n{i}").read_bytes() == data(100 + i, 70_000)
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def test_fsynced_data_survives_kill9_of_daemon(volume: Volume):
+    m = volume.mount()
+    (m.path / "dir").mkdir()
+    fsync_path(m.path)
+    payload = big_data(20, 9 * MiB + 17)
+    fd = os.open(m.path / "dir" / "fsynced.bin", os.O_CREAT | os.O_WRONLY, 0o640)
+    try:
+        # written in several pieces, one out of order, then fsync: all of it must be durable
+        os.pwrite(fd, payload[4 * MiB :], 4 * MiB)
+        os.pwrite(fd, payload[: 4 * MiB], 0)
+        os.fsync(fd)
+        fsync_path(m.path / "dir")  # the new directory entry, as POSIX asks
+        m.kill9()  # while the file is still open
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # the connection is gone: close may fail
+    assert not is_mounted(m.path)
+    m2 = remount(volume, m)
+    p = m2.path / "dir" / "fsynced.bin"
+    assert os.stat(p).st_size == len(payload)
+    assert p.read_bytes() == payload
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o640
+
+
+def test_fsynced_overwrite_and_truncate_survive_kill9(volume: Volume):
+    m = volume.mount()
+    p = m.path / "f.bin"
+    p.write_bytes(data(30, 6 * MiB))
+    fd = os.open(p, os.O_WRONLY)
+    try:
+        os.pwrite(fd, b"X" * 4096, 4 * MiB - 2048)  # across a block boundary
+        os.ftruncate(fd, 5 * MiB + 3)
+        os.fsync(fd)
+        m.kill9()
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    expected = bytearray(data(30, 6 * MiB))
+    expected[4 * MiB - 2048 : 4 * MiB + 2048] = b"X" * 4096
+    m2 = remount(volume, m)
+    assert (m2.path / "f.bin").read_bytes() == bytes(expected[: 5 * MiB + 3])
+
+
+def test_fsynced_metadata_changes_survive_kill9(volume: Volume):
+    m = volume.mount()
+    root = m.path
+    (root / "a").mkdir()
+    (root / "a" / "f").write_bytes(b"content")
+    (root / "b").mkdir()
+    os.rename(root / "a" / "f", root / "b" / "g")
+    os.link(root / "b" / "g", root / "b" / "h")
+    os.symlink("b/g", root / "s")
+    os.chmod(root / "b" / "g", 0o751)
+    os.setxattr(root / "b" / "g", "user.k", b"v")
+    os.utime(root / "b" / "g", ns=(5_000_000_007, 6_000_000_009))
+    os.rmdir(root / "a")
+    for d in (root, root / "b"):
+        fsync_path(d)
+    fsync_path(root / "b" / "g")
+    before = snapshot(root)
+    m.kill9()
+    m2 = remount(volume, m)
+    assert_same(before, snapshot(m2.path))
+
+
+def test_closed_file_data_survives_kill9_without_fsync(volume: Volume):
+    """close() returns only once the data is in the store and committed (no --writeback)."""
+    m = volume.mount()
+    payloads = {f"closed{i}.bin": big_data(40 + i, (i + 1) * 3 * MiB + i) for i in range(3)}
+    payloads["tiny"] = b"t"
+    for name, payload in payloads.items():
+        with open(m.path / name, "wb") as f:
+            f.write(payload)
+    m.kill9()
+    m2 = remount(volume, m)
+    for name, payload in payloads.items():
+        assert (m2.path / name).read_bytes() == payload, f"{name} lost data after kill -9"
+
+
+def test_volume_mounts_and_works_after_repeated_kill9(volume: Volume):
+    """A crashed session does not block later mounts, and new writes do not clobber old ones."""
+    m = volume.mount()
+    for round_ in range(3):
+        with open(m.path / f"r{round_}", "wb") as f:
+            f.write(data(50 + round_, 300_000))
+        m.kill9()
+        m = remount(volume, m)
+        for r in range(round_ + 1):
+            assert (m.path / f"r{r}").read_bytes() == data(50 + r, 300_000)
