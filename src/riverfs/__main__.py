@@ -1,0 +1,3 @@
+from riverfs.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Block store: object naming, block encoding, disk cache, uploads and downloads."""

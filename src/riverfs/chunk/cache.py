@@ -1,0 +1,119 @@
+"""The local disk cache of stored blocks.
+
+Blocks are cached exactly as stored (header and checksum included), so every read from the
+cache is verified like a read from the store, and an encrypted volume's cache is encrypted for
+free. A file's name is the object key with '/' flattened, under `<dir>/blocks/`.
+
+Limits: `capacity` bytes, and at least `min_free` (a ratio) of the disk left free. Eviction is
+least-recently-used; the index is rebuilt from the directory at start-up. All file I/O runs in
+the block store's thread pool (the callers pass an executor).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class DiskCache:
+    def __init__(self, directory: Path, capacity: int, min_free: float = 0.1) -> None:
+        self.dir = directory / "blocks"
+        self.capacity = capacity
+        self.min_free = min_free
+        self._index: OrderedDict[str, int] = OrderedDict()  # file name -> size, LRU first
+        self.used = 0
+        self._lock = threading.Lock()  # get/put run in several pool threads
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._scan()
+
+    def _scan(self) -> None:
+        for entry in os.scandir(self.dir):
+            if entry.name.endswith(".tmp"):
+                os.unlink(entry.path)  # an interrupted write
+                continue
+            size = entry.stat().st_size
+            self._index[entry.name] = size
+            self.used += size
+        self._evict(0)
+
+    @staticmethod
+    def _name(key: str) -> str:
+        return key.replace("/", "~")
+
+    def get(self, key: str) -> bytes | None:
+        """The cached block, or None (blocking: run it in a thread)."""
+        name = self._name(key)
+        with self._lock:
+            if name not in self._index:
+                return None
+            self._index.move_to_end(name)
+        try:
+            with open(self.dir / name, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            with self._lock:
+                self._forget(name)
+            return None
+        return data
+
+    def put(self, key: str, data: bytes) -> None:
+        """Cache a block (blocking: run it in a thread). Never raises: a cache is optional."""
+        if self.capacity <= 0 or len(data) > self.capacity:
+            return
+        name = self._name(key)
+        with self._lock:
+            if name in self._index:
+                return
+            self._evict(len(data))
+            if self._free_ratio() < self.min_free:
+                return
+        tmp = self.dir / f"{name}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.rename(tmp, self.dir / name)
+        except OSError as e:
+            log.warning("cannot cache block %s: %s", key, e)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            return
+        with self._lock:
+            self._index[name] = len(data)
+            self.used += len(data)
+
+    def discard(self, key: str) -> None:
+        """Drop a block (it was deleted from the store, or failed verification)."""
+        name = self._name(key)
+        with self._lock:
+            known = name in self._index
+            self._forget(name)
+        if known:
+            try:
+                os.unlink(self.dir / name)
+            except FileNotFoundError:
+                pass
+
+    def _forget(self, name: str) -> None:
+        self.used -= self._index.pop(name, 0)
+
+    def _free_ratio(self) -> float:
+        st = os.statvfs(self.dir)
+        return st.f_bavail / st.f_blocks if st.f_blocks else 1.0
+
+    def _evict(self, incoming: int) -> None:
+        while self._index and (
+            self.used + incoming > self.capacity or self._free_ratio() < self.min_free
+        ):
+            name, size = self._index.popitem(last=False)
+            self.used -= size
+            try:
+                os.unlink(self.dir / name)
+            except FileNotFoundError:
+                pass

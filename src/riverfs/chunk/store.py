@@ -1,0 +1,144 @@
+"""The block store: encoded blocks in the object store, behind a memory and a disk cache.
+
+Loads are deduplicated (one fetch per block however many readers want it), verified (a bad
+block raises BlockCorrupt naming the object, never returns wrong bytes), and kept in a bounded
+in-memory LRU of decoded blocks so the many small reads FUSE sends for one block decode it once.
+CPU work (checksums, compression) and cache file I/O run in a small thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from riverfs.chunk.block import BlockCorrupt, block_key, decode_block, encode_block, slice_keys
+from riverfs.chunk.cache import DiskCache
+from riverfs.objects import ObjectNotFound, ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+class BlockStore:
+    def __init__(
+        self,
+        store: ObjectStore,
+        block_size: int,
+        compression: str,
+        cache: DiskCache | None,
+        memory_limit: int = 64 << 20,
+        max_prefetch: int = 8,
+        workers: int = 4,
+    ) -> None:
+        self.store = store
+        self.block_size = block_size
+        self.compression = compression
+        self.cache = cache
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="riverfs-block")
+        self._mem: OrderedDict[str, bytes] = OrderedDict()
+        self._mem_used = 0
+        self._mem_limit = memory_limit
+        self._inflight: dict[str, asyncio.Future[bytes]] = {}
+        self._prefetching: set[asyncio.Task] = set()
+        self._max_prefetch = max_prefetch
+
+    async def _run(self, fn, *args: Any):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    # ---- reading --------------------------------------------------------------------------
+
+    async def load(self, slice_id: int, index: int, length: int) -> bytes:
+        """The plaintext of block `index` (of `length` bytes) of slice `slice_id`."""
+        key = block_key(slice_id, index, length)
+        data = self._mem.get(key)
+        if data is not None:
+            self._mem.move_to_end(key)
+            return data
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            data = await self._fetch(key)
+        except BaseException as e:
+            future.set_exception(e)
+            future.exception()  # mark retrieved: the caller gets it through the raise below
+            raise
+        finally:
+            del self._inflight[key]
+        future.set_result(data)
+        self._remember(key, data)
+        return data
+
+    async def _fetch(self, key: str) -> bytes:
+        if self.cache is not None:
+            raw = await self._run(self.cache.get, key)
+            if raw is not None:
+                try:
+                    return await self._run(decode_block, raw, key)
+                except BlockCorrupt as e:
+                    log.warning("dropping corrupt cached block: %s", e)
+                    await self._run(self.cache.discard, key)
+        try:
+            raw = await self.store.get(key)
+        except ObjectNotFound as e:
+            raise BlockCorrupt(f"{key}: object missing from the store") from e
+        data = await self._run(decode_block, raw, key)
+        if self.cache is not None:
+            await self._run(self.cache.put, key, raw)
+        return data
+
+    def _remember(self, key: str, data: bytes) -> None:
+        if len(data) > self._mem_limit:
+            return
+        self._mem[key] = data
+        self._mem_used += len(data)
+        while self._mem_used > self._mem_limit:
+            _, old = self._mem.popitem(last=False)
+            self._mem_used -= len(old)
+
+    def prefetch(self, slice_id: int, index: int, length: int) -> None:
+        """Start loading a block in the background, if there is room for another fetch."""
+        key = block_key(slice_id, index, length)
+        if key in self._mem or key in self._inflight:
+            return
+        if len(self._prefetching) >= self._max_prefetch:
+            return
+        task = asyncio.get_running_loop().create_task(self._prefetch(slice_id, index, length))
+        self._prefetching.add(task)
+        task.add_done_callback(self._prefetching.discard)
+
+    async def _prefetch(self, slice_id: int, index: int, length: int) -> None:
+        try:
+            await self.load(slice_id, index, length)
+        except Exception as e:  # the reader that needs it will see the error itself
+            log.debug("prefetch of slice %d block %d failed: %s", slice_id, index, e)
+
+    # ---- writing and deleting -------------------------------------------------------------
+
+    async def save(self, slice_id: int, index: int, data: bytes | bytearray) -> None:
+        """Encode and upload one block; cache its stored form."""
+        key = block_key(slice_id, index, len(data))
+        raw = await self._run(encode_block, data, self.compression)
+        await self.store.put(key, raw)
+        if self.cache is not None:
+            await self._run(self.cache.put, key, raw)
+
+    async def remove_slice(self, slice_id: int, size: int) -> None:
+        keys = slice_keys(slice_id, size, self.block_size)
+        await self.store.delete_many(keys)
+        for key in keys:
+            old = self._mem.pop(key, None)
+            if old is not None:
+                self._mem_used -= len(old)
+        if self.cache is not None:
+            for key in keys:
+                await self._run(self.cache.discard, key)
+
+    async def close(self) -> None:
+        for task in list(self._prefetching):
+            task.cancel()
+        self._pool.shutdown(wait=True)

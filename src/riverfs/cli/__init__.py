@@ -1,0 +1,1 @@
+"""The riverfs command line."""

@@ -1,0 +1,320 @@
+"""`riverfs` commands: format, mount, umount, status.
+
+Every user-facing failure is a RiverError (or an OSError we can explain): printed as one line
+`riverfs: error: ...` on stderr with exit code 1. Tracebacks only with --debug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from riverfs import __version__
+from riverfs.chunk.block import CHUNK_SIZE, COMPRESSIONS
+from riverfs.cli import daemon
+from riverfs.cli.defaults import (
+    default_cache_dir,
+    default_meta_url,
+    default_storage_url,
+    human_size,
+    parse_size,
+)
+from riverfs.errors import RiverError
+
+log = logging.getLogger("riverfs")
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="riverfs")
+def cli() -> None:
+    """riverfs: a POSIX filesystem over object storage."""
+
+
+# ---- format ---------------------------------------------------------------------------------
+
+
+@cli.command("format")
+@click.argument("meta_url", required=False)
+@click.option(
+    "--storage",
+    "storage_url",
+    help="Store URL: file:///abs/path or memory://. "
+    "Default: an objects/ directory beside a SQLite database.",
+)
+@click.option("--block-size", default="4M", show_default=True, help="Size of stored blocks.")
+@click.option(
+    "--compress",
+    type=click.Choice(list(COMPRESSIONS)),
+    default="none",
+    show_default=True,
+    help="Block compression.",
+)
+@click.option("--capacity", default="1P", show_default=True, help="Size statfs reports.")
+@click.option("--force", is_flag=True, help="Overwrite an existing volume.")
+def format_cmd(meta_url, storage_url, block_size, compress, capacity, force) -> None:
+    """Create a volume (default: the one in ~/.local/share/riverfs/default)."""
+    from riverfs.vfs.volume import format_volume
+
+    meta_url = meta_url or default_meta_url()
+    storage_url = storage_url or default_storage_url(meta_url)
+    bs = parse_size(block_size)
+    if not 64 << 10 <= bs <= CHUNK_SIZE:
+        raise RiverError(f"--block-size {block_size} is out of range: use 64K to 64M")
+    settings = asyncio.run(
+        format_volume(
+            meta_url,
+            storage_url,
+            block_size=bs,
+            compression=compress,
+            capacity=parse_size(capacity),
+            force=force,
+        )
+    )
+    click.echo(
+        f"formatted volume {settings.uuid}: metadata {meta_url}, storage {storage_url}, "
+        f"block size {human_size(bs)}, compression {compress}"
+    )
+
+
+# ---- mount ----------------------------------------------------------------------------------
+
+
+def _ensure_default_volume() -> str:
+    """The default volume's URL, formatting it on first use."""
+    from riverfs.meta import open_meta
+    from riverfs.vfs.volume import format_volume
+
+    url = default_meta_url()
+    meta = open_meta(url, create=True)
+    try:
+        formatted = asyncio.run(meta.load_settings()) is not None
+    finally:
+        meta.close()
+    if not formatted:
+        settings = asyncio.run(format_volume(url, default_storage_url(url)))
+        click.echo(f"formatted the default volume {settings.uuid} at {url}", err=True)
+    return url
+
+
+@cli.command()
+@click.argument("args", nargs=-1, required=True, metavar="[META_URL] MOUNTPOINT")
+@click.option(
+    "--background", "-d", is_flag=True, help="Return once mounted; serve in the background."
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    help="Block cache directory (default ~/.cache/riverfs).",
+)
+@click.option("--cache-size", default="10G", show_default=True, help="Disk cache limit (0: off).")
+@click.option("--buffer-size", default="256M", show_default=True, help="Write buffer memory.")
+@click.option("--attr-timeout", default=1.0, show_default=True, help="Kernel attribute cache (s).")
+@click.option("--entry-timeout", default=1.0, show_default=True, help="Kernel entry cache (s).")
+@click.option("--read-only", is_flag=True, help="Mount read-only.")
+@click.option("--debug", is_flag=True, help="Log every detail.")
+@click.option("--ready-fd", type=int, hidden=True)
+def mount(
+    args,
+    background,
+    cache_dir,
+    cache_size,
+    buffer_size,
+    attr_timeout,
+    entry_timeout,
+    read_only,
+    debug,
+    ready_fd,
+) -> None:
+    """Mount a volume (default: the default volume) at MOUNTPOINT."""
+    if len(args) > 2:
+        raise click.UsageError("expected [META_URL] MOUNTPOINT")
+    meta_url = args[0] if len(args) == 2 else None
+    mountpoint = Path(os.path.abspath(args[-1]))
+    try:
+        _mount(
+            meta_url,
+            mountpoint,
+            background,
+            cache_dir,
+            cache_size,
+            buffer_size,
+            attr_timeout,
+            entry_timeout,
+            read_only,
+            debug,
+            ready_fd,
+        )
+    except RiverError as e:
+        daemon.report_error(ready_fd, str(e))
+        raise
+
+
+def _mount(
+    meta_url,
+    mountpoint,
+    background,
+    cache_dir,
+    cache_size,
+    buffer_size,
+    attr_timeout,
+    entry_timeout,
+    read_only,
+    debug,
+    ready_fd,
+) -> None:
+    from riverfs.fuse.mount import check_mountpoint, serve
+    from riverfs.vfs.options import MountOptions
+    from riverfs.vfs.volume import open_volume
+
+    check_mountpoint(mountpoint)
+    meta_url = meta_url or _ensure_default_volume()
+    cache_dir = Path(os.path.abspath(cache_dir)) if cache_dir else default_cache_dir()
+    options = MountOptions(
+        cache_dir=cache_dir,
+        cache_size=parse_size(cache_size),
+        buffer_size=max(parse_size(buffer_size), 16 << 20),
+        attr_timeout=attr_timeout,
+        entry_timeout=entry_timeout,
+        read_only=read_only,
+    )
+    if background:
+        argv = [
+            meta_url,
+            str(mountpoint),
+            "--cache-dir",
+            str(cache_dir),
+            "--cache-size",
+            cache_size,
+            "--buffer-size",
+            buffer_size,
+            "--attr-timeout",
+            str(attr_timeout),
+            "--entry-timeout",
+            str(entry_timeout),
+        ]
+        argv += ["--read-only"] * read_only + ["--debug"] * debug
+        log_path = cache_dir / "mount.log"
+        pid = daemon.spawn_background(argv, log_path)
+        click.echo(
+            f"mounted {meta_url} at {mountpoint} (daemon pid {pid}, log {log_path}); "
+            f"unmount with: riverfs umount {mountpoint}"
+        )
+        return
+
+    _setup_logging(debug)
+
+    async def run() -> None:
+        volume = await open_volume(meta_url)
+        pid_path = None
+
+        def ready() -> None:
+            nonlocal pid_path
+            pid_path = daemon.write_pid(mountpoint)
+            daemon.report_ready(ready_fd)
+
+        try:
+            await serve(volume, mountpoint, options, ready)
+        finally:
+            if pid_path is not None and daemon.read_pid(mountpoint) == os.getpid():
+                pid_path.unlink(missing_ok=True)
+
+    asyncio.run(run())
+
+
+# ---- umount ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("mountpoint", type=click.Path(path_type=Path))
+@click.option(
+    "--timeout",
+    default=3600.0,
+    show_default=True,
+    help="Seconds to wait for the daemon to finish writing.",
+)
+def umount(mountpoint: Path, timeout: float) -> None:
+    """Flush and unmount MOUNTPOINT; return once the daemon has exited."""
+    daemon.unmount(Path(os.path.abspath(mountpoint)), timeout)
+    click.echo(f"unmounted {mountpoint}")
+
+
+# ---- status ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("meta_url", required=False)
+def status(meta_url) -> None:
+    """Show a volume's settings, usage and active mounts."""
+    from riverfs.vfs.volume import open_volume
+
+    async def run():
+        volume = await open_volume(meta_url or default_meta_url())
+        try:
+            return volume.settings, await volume.meta.usage(), await volume.meta.sessions()
+        finally:
+            volume.meta.close()
+
+    settings, usage, sessions = asyncio.run(run())
+    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(settings.created / 1e9))
+    click.echo(f"volume:      {settings.uuid}")
+    click.echo(f"storage:     {settings.storage}")
+    click.echo(f"block size:  {human_size(settings.block_size)}")
+    click.echo(f"compression: {settings.compression}")
+    click.echo(f"created:     {created}")
+    click.echo(f"capacity:    {human_size(settings.capacity)}")
+    click.echo(f"used:        {human_size(usage.used_bytes)} in {usage.inodes} inodes")
+    click.echo(f"sessions:    {len(sessions)}")
+    now = time.time_ns()
+    for s in sessions:
+        age = (now - s.heartbeat) / 1e9
+        click.echo(
+            f"  #{s.id} {s.host} pid {s.pid} at {s.mountpoint} "
+            f"(version {s.version}, heartbeat {age:.0f}s ago)"
+        )
+
+
+# ---- entry point ----------------------------------------------------------------------------
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("riverfs: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except RiverError as e:
+        click.echo(f"riverfs: error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except OSError as e:
+        if debug:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        click.echo(f"riverfs: error: {e.strerror or e}{where}", err=True)
+        sys.exit(1)
+    except Exception as e:
+        if debug:
+            raise
+        click.echo(
+            f"riverfs: unexpected error: {type(e).__name__}: {e} (run with --debug for details)",
+            err=True,
+        )
+        sys.exit(1)

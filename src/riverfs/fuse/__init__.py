@@ -1,0 +1,1 @@
+"""The pyfuse3 adapter: requests in, vfs calls, replies out."""

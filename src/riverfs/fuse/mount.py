@@ -1,0 +1,111 @@
+"""Serving a volume at a mountpoint until it is unmounted or the daemon is told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pyfuse3
+import pyfuse3.asyncio
+
+from riverfs.chunk.cache import DiskCache
+from riverfs.chunk.store import BlockStore
+from riverfs.errors import RiverError
+from riverfs.fuse.operations import Operations
+from riverfs.vfs.fs import VFS
+from riverfs.vfs.options import MountOptions
+from riverfs.vfs.volume import Volume
+
+log = logging.getLogger(__name__)
+
+pyfuse3.asyncio.enable()
+
+
+def fuse_device() -> str:
+    return os.environ.get("RIVERFS_FUSE_DEVICE", "/dev/fuse")
+
+
+def is_mounted(path: Path) -> bool:
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == target for line in f)
+
+
+def check_mountpoint(path: Path) -> None:
+    """Refuse early, with a clear message, what the kernel would refuse obscurely."""
+    device = fuse_device()
+    if not os.path.exists(device):
+        raise RiverError(
+            f"FUSE device {device} not found: install fuse3 and load the fuse "
+            "module (modprobe fuse), or run where /dev/fuse is available"
+        )
+    if not path.exists():
+        raise RiverError(f"mountpoint {path} does not exist: create it with mkdir -p {path}")
+    if not path.is_dir():
+        raise RiverError(f"mountpoint {path} is not a directory")
+    if is_mounted(path):
+        raise RiverError(
+            f"{path} is already a mountpoint: unmount it first (riverfs umount {path})"
+        )
+
+
+def fuse_options(options: MountOptions, volume: Volume) -> set[str]:
+    opts = {"fsname=riverfs", "subtype=riverfs", "default_permissions"}
+    if os.getuid() == 0:
+        opts.add("allow_other")
+    if options.read_only:
+        opts.add("ro")
+    return opts
+
+
+async def serve(
+    volume: Volume,
+    mountpoint: Path,
+    options: MountOptions,
+    on_ready: Callable[[], None] = lambda: None,
+) -> None:
+    """Mount, call `on_ready`, serve requests; on exit flush everything and unmount."""
+    settings = volume.settings
+    cache = None
+    if options.cache_size > 0:
+        cache = DiskCache(
+            options.cache_dir / settings.uuid, options.cache_size, options.cache_min_free
+        )
+    blocks = BlockStore(
+        volume.store,
+        settings.block_size,
+        settings.compression,
+        cache,
+        memory_limit=options.read_cache_size,
+        max_prefetch=options.max_prefetch,
+    )
+    vfs = VFS(volume.meta, blocks, settings, options)
+    await vfs.start(str(mountpoint))
+    ops = Operations(vfs, options)
+    try:
+        pyfuse3.init(ops, str(mountpoint), fuse_options(options, volume))
+    except RuntimeError as e:
+        await vfs.stop()
+        raise RiverError(f"cannot mount at {mountpoint}: {e}") from e
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, pyfuse3.terminate)
+    log.info("volume %s mounted at %s", settings.uuid, mountpoint)
+    on_ready()
+    try:
+        await pyfuse3.main()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        try:
+            pyfuse3.close(unmount=True)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                log.warning("unmount: %s", e)
+        await vfs.stop()
+        log.info("volume %s unmounted from %s", settings.uuid, mountpoint)

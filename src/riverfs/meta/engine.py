@@ -1,0 +1,778 @@
+"""The metadata engine: every namespace and data-layout change, each in one transaction.
+
+Engine-neutral: the SQL here runs on any database object with `txn(fn)` handing `fn` a
+transaction with `one/all/run/insert` (SQLite today, PostgreSQL next). Errors are FSError with
+the errno Linux gives for the same situation on a local filesystem.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import stat
+import time
+from collections.abc import Callable
+
+from riverfs.errors import FSError
+from riverfs.meta.schema import COUNTERS, TABLES
+from riverfs.meta.slices import Slice, decode_slices, encode_slices
+from riverfs.meta.types import (
+    MAX_NAME,
+    ROOT_INODE,
+    Attr,
+    AttrChange,
+    Entry,
+    SessionInfo,
+    Usage,
+    VolumeSettings,
+)
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 64 << 20
+INODE_BATCH = 1024
+SLICE_BATCH = 4096
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+_ATTR_COLS = "inode, mode, nlink, uid, gid, rdev, length, stored, atime, mtime, ctime, parent"
+_ATTR_COLS_N = ", ".join(f"n.{c.strip()}" for c in _ATTR_COLS.split(","))
+
+InUse = Callable[[int], bool]
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def check_name(name: bytes) -> None:
+    if len(name) > MAX_NAME:
+        raise FSError(errno.ENAMETOOLONG, f"name of {len(name)} bytes")
+
+
+class Meta:
+    """The metadata of one volume."""
+
+    def __init__(self, db) -> None:
+        self.db = db
+        self.session_id = 0
+        self._ids: dict[str, tuple[int, int]] = {}  # counter -> [next, end) reserved range
+
+    # ---- volume ---------------------------------------------------------------------------
+
+    async def format(self, settings: VolumeSettings, uid: int, gid: int) -> None:
+        """Create the schema, the settings record and the root directory."""
+        self.db.executescript(TABLES)
+
+        async def fn(tx):
+            for table in (
+                "settings",
+                "counters",
+                "nodes",
+                "edges",
+                "chunks",
+                "symlinks",
+                "xattrs",
+                "sessions",
+                "sustained",
+                "pending_deletes",
+                "changelog",
+            ):
+                await tx.run(f"DELETE FROM {table}")
+            await tx.run("INSERT INTO settings VALUES ('volume', ?)", settings.to_json())
+            for name in COUNTERS:
+                await tx.run("INSERT INTO counters VALUES (?, 0)", name)
+            await tx.run("UPDATE counters SET value = 2 WHERE name = 'next_inode'")
+            await tx.run("UPDATE counters SET value = 1 WHERE name IN ('next_slice', 'inodes')")
+            t = now_ns()
+            await tx.run(
+                f"INSERT INTO nodes ({_ATTR_COLS}) VALUES (?, ?, 2, ?, ?, 0, 0, 0, ?, ?, ?, ?)",
+                ROOT_INODE,
+                stat.S_IFDIR | 0o755,
+                uid,
+                gid,
+                t,
+                t,
+                t,
+                ROOT_INODE,
+            )
+
+        await self.db.txn(fn)
+
+    async def load_settings(self) -> VolumeSettings | None:
+        async def fn(tx):
+            try:
+                row = await tx.one("SELECT value FROM settings WHERE name = 'volume'")
+            except Exception:  # no schema: not formatted
+                return None
+            return VolumeSettings.from_json(row[0]) if row else None
+
+        return await self.db.txn(fn, write=False)
+
+    async def usage(self) -> Usage:
+        async def fn(tx):
+            rows = dict(await tx.all("SELECT name, value FROM counters"))
+            return Usage(rows.get("used_bytes", 0), rows.get("inodes", 0))
+
+        return await self.db.txn(fn, write=False)
+
+    # ---- ids ------------------------------------------------------------------------------
+
+    async def _next_id(self, counter: str, batch: int) -> int:
+        start, end = self._ids.get(counter, (0, 0))
+        if start >= end:
+
+            async def reserve(tx):
+                row = await tx.one("SELECT value FROM counters WHERE name = ?", counter)
+                await tx.run(
+                    "UPDATE counters SET value = ? WHERE name = ?", row[0] + batch, counter
+                )
+                return row[0]
+
+            start = await self.db.txn(reserve)
+            end = start + batch
+        self._ids[counter] = (start + 1, end)
+        return start
+
+    async def next_slice_id(self) -> int:
+        return await self._next_id("next_slice", SLICE_BATCH)
+
+    # ---- sessions -------------------------------------------------------------------------
+
+    async def open_session(self, host: str, pid: int, mountpoint: str, version: str) -> int:
+        async def fn(tx):
+            t = now_ns()
+            return await tx.insert(
+                "INSERT INTO sessions (host, pid, mountpoint, version, started, heartbeat)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                host,
+                pid,
+                mountpoint,
+                version,
+                t,
+                t,
+            )
+
+        self.session_id = await self.db.txn(fn)
+        return self.session_id
+
+    async def heartbeat(self) -> None:
+        async def fn(tx):
+            await tx.run(
+                "UPDATE sessions SET heartbeat = ? WHERE id = ?", now_ns(), self.session_id
+            )
+
+        await self.db.txn(fn)
+
+    async def sessions(self) -> list[SessionInfo]:
+        async def fn(tx):
+            rows = await tx.all(
+                "SELECT id, host, pid, mountpoint, version, started, heartbeat"
+                " FROM sessions ORDER BY id"
+            )
+            return [SessionInfo(*r) for r in rows]
+
+        return await self.db.txn(fn, write=False)
+
+    async def close_session(self, session_id: int) -> int:
+        """End a session: free the deleted inodes it kept open. Returns how many were freed."""
+
+        async def fn(tx):
+            rows = await tx.all("SELECT inode FROM sustained WHERE session = ?", session_id)
+            freed = 0
+            for (inode,) in rows:
+                attr = await self._attr(tx, inode)
+                if attr is not None and attr.nlink == 0:
+                    await self._free(tx, attr)
+                    freed += 1
+            await tx.run("DELETE FROM sustained WHERE session = ?", session_id)
+            await tx.run("DELETE FROM sessions WHERE id = ?", session_id)
+            return freed
+
+        return await self.db.txn(fn)
+
+    # ---- reading the namespace ------------------------------------------------------------
+
+    async def _attr(self, tx, inode: int) -> Attr | None:
+        row = await tx.one(f"SELECT {_ATTR_COLS} FROM nodes WHERE inode = ?", inode)
+        return Attr(*row) if row else None
+
+    async def _must_attr(self, tx, inode: int) -> Attr:
+        attr = await self._attr(tx, inode)
+        if attr is None:
+            raise FSError(errno.ENOENT, f"inode {inode}")
+        return attr
+
+    async def _dir(self, tx, inode: int) -> Attr:
+        attr = await self._must_attr(tx, inode)
+        if not attr.is_dir:
+            raise FSError(errno.ENOTDIR, f"inode {inode}")
+        if attr.nlink == 0:
+            raise FSError(errno.ENOENT, f"directory {inode} was removed")
+        return attr
+
+    async def _edge(self, tx, parent: int, name: bytes) -> Attr | None:
+        row = await tx.one(
+            f"SELECT {_ATTR_COLS_N} FROM edges e JOIN nodes n ON n.inode = e.inode"
+            " WHERE e.parent = ? AND e.name = ?",
+            parent,
+            name,
+        )
+        return Attr(*row) if row else None
+
+    async def getattr(self, inode: int) -> Attr:
+        return await self.db.txn(lambda tx: self._must_attr(tx, inode), write=False)
+
+    async def lookup(self, parent: int, name: bytes) -> Attr:
+        check_name(name)
+
+        async def fn(tx):
+            if name == b".":
+                return await self._dir(tx, parent)
+            if name == b"..":
+                return await self._must_attr(tx, (await self._dir(tx, parent)).parent)
+            attr = await self._edge(tx, parent, name)
+            if attr is None:
+                raise FSError(errno.ENOENT)
+            return attr
+
+        return await self.db.txn(fn, write=False)
+
+    async def readdir(self, parent: int, after: int, limit: int) -> list[Entry]:
+        """Up to `limit` entries of `parent` with cookie > `after`, in cookie order."""
+
+        async def fn(tx):
+            rows = await tx.all(
+                f"SELECT e.id, e.name, {_ATTR_COLS_N} FROM edges e"
+                " JOIN nodes n ON n.inode = e.inode"
+                " WHERE e.parent = ? AND e.id > ? ORDER BY e.id LIMIT ?",
+                parent,
+                after,
+                limit,
+            )
+            return [Entry(r[0], bytes(r[1]), Attr(*r[2:])) for r in rows]
+
+        return await self.db.txn(fn, write=False)
+
+    async def readlink(self, inode: int) -> bytes:
+        async def fn(tx):
+            row = await tx.one("SELECT target FROM symlinks WHERE inode = ?", inode)
+            if row is None:
+                raise FSError(errno.EINVAL, f"inode {inode} is not a symlink")
+            return bytes(row[0])
+
+        return await self.db.txn(fn, write=False)
+
+    # ---- changing the namespace -----------------------------------------------------------
+
+    async def _touch_dir(self, tx, inode: int, t: int, nlink_delta: int = 0) -> None:
+        await tx.run(
+            "UPDATE nodes SET mtime = ?, ctime = ?, nlink = nlink + ? WHERE inode = ?",
+            t,
+            t,
+            nlink_delta,
+            inode,
+        )
+
+    async def create(
+        self,
+        parent: int,
+        name: bytes,
+        mode: int,
+        uid: int,
+        gid: int,
+        rdev: int = 0,
+        target: bytes | None = None,
+    ) -> Attr:
+        """Make a new inode of any type (`mode` carries the type) and link it at parent/name."""
+        check_name(name)
+        inode = await self._next_id("next_inode", INODE_BATCH)
+
+        async def fn(tx):
+            pattr = await self._dir(tx, parent)
+            if await tx.one("SELECT 1 FROM edges WHERE parent = ? AND name = ?", parent, name):
+                raise FSError(errno.EEXIST)
+            nonlocal gid, mode
+            if pattr.mode & stat.S_ISGID:  # BSD group semantics of a setgid directory
+                gid = pattr.gid
+                if stat.S_ISDIR(mode):
+                    mode |= stat.S_ISGID
+            is_dir = stat.S_ISDIR(mode)
+            t = now_ns()
+            length = len(target) if target is not None else 0
+            await tx.run(
+                f"INSERT INTO nodes ({_ATTR_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+                inode,
+                mode,
+                2 if is_dir else 1,
+                uid,
+                gid,
+                rdev,
+                length,
+                t,
+                t,
+                t,
+                parent,
+            )
+            await tx.run(
+                "INSERT INTO edges (parent, name, inode) VALUES (?, ?, ?)", parent, name, inode
+            )
+            if target is not None:
+                await tx.run("INSERT INTO symlinks VALUES (?, ?)", inode, target)
+            await self._touch_dir(tx, parent, t, 1 if is_dir else 0)
+            await tx.run("UPDATE counters SET value = value + 1 WHERE name = 'inodes'")
+            return await self._must_attr(tx, inode)
+
+        return await self.db.txn(fn)
+
+    async def link(self, inode: int, parent: int, name: bytes) -> Attr:
+        check_name(name)
+
+        async def fn(tx):
+            attr = await self._must_attr(tx, inode)
+            if attr.is_dir:
+                raise FSError(errno.EPERM, "hard link to a directory")
+            if attr.nlink == 0:
+                raise FSError(errno.ENOENT, "inode was deleted")
+            await self._dir(tx, parent)
+            if await tx.one("SELECT 1 FROM edges WHERE parent = ? AND name = ?", parent, name):
+                raise FSError(errno.EEXIST)
+            t = now_ns()
+            await tx.run(
+                "INSERT INTO edges (parent, name, inode) VALUES (?, ?, ?)", parent, name, inode
+            )
+            await tx.run("UPDATE nodes SET nlink = nlink + 1, ctime = ? WHERE inode = ?", t, inode)
+            await self._touch_dir(tx, parent, t)
+            return await self._must_attr(tx, inode)
+
+        return await self.db.txn(fn)
+
+    async def _drop_link(self, tx, attr: Attr, t: int, in_use: InUse) -> None:
+        """One link of `attr` went away: free it, or keep it for its open handles."""
+        if attr.is_dir:
+            await self._free(tx, attr)
+            return
+        if attr.nlink > 1:
+            await tx.run(
+                "UPDATE nodes SET nlink = nlink - 1, ctime = ? WHERE inode = ?", t, attr.inode
+            )
+        elif in_use(attr.inode):
+            await tx.run("UPDATE nodes SET nlink = 0, ctime = ? WHERE inode = ?", t, attr.inode)
+            await tx.run(
+                "INSERT OR IGNORE INTO sustained VALUES (?, ?)", self.session_id, attr.inode
+            )
+        else:
+            await self._free(tx, attr)
+
+    async def unlink(self, parent: int, name: bytes, in_use: InUse) -> Attr:
+        """Remove parent/name (not a directory). Returns the attributes it had."""
+        check_name(name)
+
+        async def fn(tx):
+            await self._dir(tx, parent)
+            attr = await self._edge(tx, parent, name)
+            if attr is None:
+                raise FSError(errno.ENOENT)
+            if attr.is_dir:
+                raise FSError(errno.EISDIR)
+            t = now_ns()
+            await tx.run("DELETE FROM edges WHERE parent = ? AND name = ?", parent, name)
+            await self._touch_dir(tx, parent, t)
+            await self._drop_link(tx, attr, t, in_use)
+            return attr
+
+        return await self.db.txn(fn)
+
+    async def rmdir(self, parent: int, name: bytes) -> Attr:
+        check_name(name)
+
+        async def fn(tx):
+            await self._dir(tx, parent)
+            if name == b".":
+                raise FSError(errno.EINVAL)
+            if name == b"..":
+                raise FSError(errno.ENOTEMPTY)
+            attr = await self._edge(tx, parent, name)
+            if attr is None:
+                raise FSError(errno.ENOENT)
+            if not attr.is_dir:
+                raise FSError(errno.ENOTDIR)
+            if await tx.one("SELECT 1 FROM edges WHERE parent = ? LIMIT 1", attr.inode):
+                raise FSError(errno.ENOTEMPTY)
+            t = now_ns()
+            await tx.run("DELETE FROM edges WHERE parent = ? AND name = ?", parent, name)
+            await self._touch_dir(tx, parent, t, -1)
+            await self._free(tx, attr)
+            return attr
+
+        return await self.db.txn(fn)
+
+    async def _is_within(self, tx, inode: int, ancestor: int) -> bool:
+        """True if directory `inode` is `ancestor` or lies below it."""
+        while True:
+            if inode == ancestor:
+                return True
+            if inode == ROOT_INODE:
+                return False
+            row = await tx.one("SELECT parent FROM nodes WHERE inode = ?", inode)
+            if row is None:
+                return False
+            inode = row[0]
+
+    async def rename(
+        self,
+        old_parent: int,
+        old_name: bytes,
+        new_parent: int,
+        new_name: bytes,
+        flags: int,
+        in_use: InUse,
+    ) -> Attr | None:
+        """Rename atomically. Returns the attributes of the entry replaced (or exchanged)."""
+        check_name(old_name)
+        check_name(new_name)
+        if flags & RENAME_NOREPLACE and flags & RENAME_EXCHANGE:
+            raise FSError(errno.EINVAL)
+
+        async def fn(tx):
+            await self._dir(tx, old_parent)
+            await self._dir(tx, new_parent)
+            src = await self._edge(tx, old_parent, old_name)
+            if src is None:
+                raise FSError(errno.ENOENT)
+            dst = await self._edge(tx, new_parent, new_name)
+            if flags & RENAME_EXCHANGE and dst is None:
+                raise FSError(errno.ENOENT)
+            if flags & RENAME_NOREPLACE and dst is not None:
+                raise FSError(errno.EEXIST)
+            if (
+                src.is_dir
+                and old_parent != new_parent
+                and await self._is_within(tx, new_parent, src.inode)
+            ):
+                raise FSError(errno.EINVAL, "cannot move a directory into itself")
+            if dst is not None and dst.inode == src.inode:
+                return None  # same file: POSIX says do nothing
+            t = now_ns()
+            if flags & RENAME_EXCHANGE:
+                await self._exchange(tx, src, dst, old_parent, old_name, new_parent, new_name, t)
+                return dst
+            if dst is not None:
+                if src.is_dir and not dst.is_dir:
+                    raise FSError(errno.ENOTDIR)
+                if dst.is_dir and not src.is_dir:
+                    raise FSError(errno.EISDIR)
+                if dst.is_dir and await tx.one(
+                    "SELECT 1 FROM edges WHERE parent = ? LIMIT 1", dst.inode
+                ):
+                    raise FSError(errno.ENOTEMPTY)
+                await tx.run(
+                    "DELETE FROM edges WHERE parent = ? AND name = ?", new_parent, new_name
+                )
+                if dst.is_dir:
+                    await self._touch_dir(tx, new_parent, t, -1)
+                await self._drop_link(tx, dst, t, in_use)
+            await tx.run(
+                "UPDATE edges SET parent = ?, name = ? WHERE parent = ? AND name = ?",
+                new_parent,
+                new_name,
+                old_parent,
+                old_name,
+            )
+            moved_dir = src.is_dir and old_parent != new_parent
+            await self._touch_dir(tx, old_parent, t, -1 if moved_dir else 0)
+            await self._touch_dir(tx, new_parent, t, 1 if moved_dir else 0)
+            await tx.run(
+                "UPDATE nodes SET ctime = ?, parent = ? WHERE inode = ?",
+                t,
+                new_parent if src.is_dir else src.parent,
+                src.inode,
+            )
+            return dst
+
+        return await self.db.txn(fn)
+
+    async def _exchange(
+        self,
+        tx,
+        src: Attr,
+        dst: Attr,
+        old_parent: int,
+        old_name: bytes,
+        new_parent: int,
+        new_name: bytes,
+        t: int,
+    ) -> None:
+        if (
+            dst.is_dir
+            and old_parent != new_parent
+            and await self._is_within(tx, old_parent, dst.inode)
+        ):
+            raise FSError(errno.EINVAL, "cannot move a directory into itself")
+        await tx.run(
+            "UPDATE edges SET inode = ? WHERE parent = ? AND name = ?",
+            dst.inode,
+            old_parent,
+            old_name,
+        )
+        await tx.run(
+            "UPDATE edges SET inode = ? WHERE parent = ? AND name = ?",
+            src.inode,
+            new_parent,
+            new_name,
+        )
+        if old_parent != new_parent:
+            delta = int(src.is_dir) - int(dst.is_dir)  # subdirectories moving old -> new
+            await self._touch_dir(tx, old_parent, t, -delta)
+            await self._touch_dir(tx, new_parent, t, delta)
+            for attr, parent in ((src, new_parent), (dst, old_parent)):
+                if attr.is_dir:
+                    await tx.run("UPDATE nodes SET parent = ? WHERE inode = ?", parent, attr.inode)
+        else:
+            await self._touch_dir(tx, old_parent, t)
+        await tx.run("UPDATE nodes SET ctime = ? WHERE inode IN (?, ?)", t, src.inode, dst.inode)
+
+    async def release(self, inode: int) -> bool:
+        """The last handle of this session on `inode` closed: free it if it was deleted."""
+
+        async def fn(tx):
+            if not await tx.run(
+                "DELETE FROM sustained WHERE session = ? AND inode = ?", self.session_id, inode
+            ):
+                return False
+            attr = await self._attr(tx, inode)
+            if attr is None or attr.nlink > 0:
+                return False
+            if await tx.one("SELECT 1 FROM sustained WHERE inode = ? LIMIT 1", inode):
+                return False  # another session still has it open
+            await self._free(tx, attr)
+            return True
+
+        return await self.db.txn(fn)
+
+    async def _free(self, tx, attr: Attr) -> None:
+        """Delete an inode and queue its data for deletion from the store."""
+        inode = attr.inode
+        for (blob,) in await tx.all("SELECT slices FROM chunks WHERE inode = ?", inode):
+            await self._queue_slices(tx, decode_slices(blob))
+        await tx.run("DELETE FROM chunks WHERE inode = ?", inode)
+        await tx.run("DELETE FROM symlinks WHERE inode = ?", inode)
+        await tx.run("DELETE FROM xattrs WHERE inode = ?", inode)
+        await tx.run("DELETE FROM nodes WHERE inode = ?", inode)
+        await tx.run("UPDATE counters SET value = value - 1 WHERE name = 'inodes'")
+        await tx.run("UPDATE counters SET value = value - ? WHERE name = 'used_bytes'", attr.stored)
+
+    async def _queue_slices(self, tx, slices: list[Slice]) -> None:
+        t = now_ns()
+        seen = set()
+        for s in slices:
+            if s.id and s.id not in seen:
+                seen.add(s.id)
+                await tx.run(
+                    "INSERT INTO pending_deletes (slice, size, queued) VALUES (?, ?, ?)",
+                    s.id,
+                    s.size,
+                    t,
+                )
+
+    # ---- attributes -----------------------------------------------------------------------
+
+    async def setattr(self, inode: int, change: AttrChange) -> Attr:
+        async def fn(tx):
+            attr = await self._must_attr(tx, inode)
+            mode = (
+                attr.mode
+                if change.mode is None
+                else (stat.S_IFMT(attr.mode) | stat.S_IMODE(change.mode))
+            )
+            await tx.run(
+                "UPDATE nodes SET mode = ?, uid = ?, gid = ?, atime = ?, mtime = ?, ctime = ?"
+                " WHERE inode = ?",
+                mode,
+                attr.uid if change.uid is None else change.uid,
+                attr.gid if change.gid is None else change.gid,
+                attr.atime if change.atime is None else change.atime,
+                attr.mtime if change.mtime is None else change.mtime,
+                now_ns() if change.ctime is None else change.ctime,
+                inode,
+            )
+            return await self._must_attr(tx, inode)
+
+        return await self.db.txn(fn)
+
+    async def touch_atime(self, inode: int, t: int) -> None:
+        await self.db.txn(lambda tx: tx.run("UPDATE nodes SET atime = ? WHERE inode = ?", t, inode))
+
+    # ---- file data ------------------------------------------------------------------------
+
+    async def read_chunk(self, inode: int, index: int) -> list[Slice]:
+        async def fn(tx):
+            row = await tx.one(
+                "SELECT slices FROM chunks WHERE inode = ? AND idx = ?", inode, index
+            )
+            return decode_slices(row[0]) if row else []
+
+        return await self.db.txn(fn, write=False)
+
+    async def _append_slices(self, tx, inode: int, index: int, slices: list[Slice]) -> None:
+        row = await tx.one("SELECT slices FROM chunks WHERE inode = ? AND idx = ?", inode, index)
+        blob = (bytes(row[0]) if row else b"") + encode_slices(slices)
+        if row:
+            await tx.run(
+                "UPDATE chunks SET slices = ? WHERE inode = ? AND idx = ?", blob, inode, index
+            )
+        else:
+            await tx.run("INSERT INTO chunks VALUES (?, ?, ?)", inode, index, blob)
+
+    async def write_slices(
+        self, inode: int, slices: list[tuple[int, Slice]], length: int, mtime: int
+    ) -> Attr | None:
+        """Commit written slices (chunk index, slice) in order; the file grows to `length`.
+
+        If the inode is gone (deleted while the data was uploading), the slices go straight to
+        the delete queue and None is returned.
+        """
+
+        async def fn(tx):
+            attr = await self._attr(tx, inode)
+            if attr is None:
+                await self._queue_slices(tx, [s for _, s in slices])
+                return None
+            by_chunk: dict[int, list[Slice]] = {}
+            for index, s in slices:
+                by_chunk.setdefault(index, []).append(s)
+            for index, group in by_chunk.items():
+                await self._append_slices(tx, inode, index, group)
+            new_length = max(attr.size, length)
+            stored = min(attr.stored + sum(s.length for _, s in slices), new_length)
+            await tx.run(
+                "UPDATE nodes SET length = ?, stored = ?, mtime = ?, ctime = ? WHERE inode = ?",
+                new_length,
+                stored,
+                mtime,
+                mtime,
+                inode,
+            )
+            await tx.run(
+                "UPDATE counters SET value = value + ? WHERE name = 'used_bytes'",
+                stored - attr.stored,
+            )
+            return await self._must_attr(tx, inode)
+
+        return await self.db.txn(fn)
+
+    async def truncate(self, inode: int, length: int, t: int | None = None) -> Attr:
+        """Set a regular file's length. Costs in proportion to the chunks actually stored."""
+
+        async def fn(tx):
+            attr = await self._must_attr(tx, inode)
+            if attr.is_dir:
+                raise FSError(errno.EISDIR)
+            if not attr.is_file:
+                raise FSError(errno.EINVAL)
+            stored = attr.stored
+            if length < attr.size:
+                first_gone = -(-length // CHUNK_SIZE)  # chunks wholly beyond the new end
+                for (blob,) in await tx.all(
+                    "SELECT slices FROM chunks WHERE inode = ? AND idx >= ?", inode, first_gone
+                ):
+                    await self._queue_slices(tx, decode_slices(blob))
+                await tx.run("DELETE FROM chunks WHERE inode = ? AND idx >= ?", inode, first_gone)
+                pos = length % CHUNK_SIZE
+                if pos:
+                    idx = length // CHUNK_SIZE
+                    if await tx.one("SELECT 1 FROM chunks WHERE inode = ? AND idx = ?", inode, idx):
+                        await self._append_slices(
+                            tx, inode, idx, [Slice(pos, 0, 0, 0, CHUNK_SIZE - pos)]
+                        )
+                stored = min(stored, length)
+            tt = t or now_ns()
+            await tx.run(
+                "UPDATE nodes SET length = ?, stored = ?, mtime = ?, ctime = ? WHERE inode = ?",
+                length,
+                stored,
+                tt,
+                tt,
+                inode,
+            )
+            await tx.run(
+                "UPDATE counters SET value = value + ? WHERE name = 'used_bytes'",
+                stored - attr.stored,
+            )
+            return await self._must_attr(tx, inode)
+
+        return await self.db.txn(fn)
+
+    # ---- deferred deletes -----------------------------------------------------------------
+
+    async def pending_deletes(self, limit: int) -> list[tuple[int, int, int]]:
+        """Oldest queued deletes: (queue id, slice id, slice size)."""
+        return await self.db.txn(
+            lambda tx: tx.all(
+                "SELECT id, slice, size FROM pending_deletes ORDER BY id LIMIT ?", limit
+            ),
+            write=False,
+        )
+
+    async def finish_deletes(self, queue_ids: list[int]) -> None:
+        async def fn(tx):
+            for qid in queue_ids:
+                await tx.run("DELETE FROM pending_deletes WHERE id = ?", qid)
+
+        await self.db.txn(fn)
+
+    # ---- extended attributes --------------------------------------------------------------
+
+    async def getxattr(self, inode: int, name: bytes) -> bytes:
+        async def fn(tx):
+            row = await tx.one("SELECT value FROM xattrs WHERE inode = ? AND name = ?", inode, name)
+            if row is None:
+                await self._must_attr(tx, inode)
+                raise FSError(errno.ENODATA)
+            return bytes(row[0])
+
+        return await self.db.txn(fn, write=False)
+
+    async def listxattr(self, inode: int) -> list[bytes]:
+        async def fn(tx):
+            await self._must_attr(tx, inode)
+            rows = await tx.all("SELECT name FROM xattrs WHERE inode = ? ORDER BY name", inode)
+            return [bytes(r[0]) for r in rows]
+
+        return await self.db.txn(fn, write=False)
+
+    async def setxattr(
+        self, inode: int, name: bytes, value: bytes, create: bool, replace: bool
+    ) -> None:
+        async def fn(tx):
+            await self._must_attr(tx, inode)
+            exists = await tx.one("SELECT 1 FROM xattrs WHERE inode = ? AND name = ?", inode, name)
+            if create and exists:
+                raise FSError(errno.EEXIST)
+            if replace and not exists:
+                raise FSError(errno.ENODATA)
+            if exists:
+                await tx.run(
+                    "UPDATE xattrs SET value = ? WHERE inode = ? AND name = ?", value, inode, name
+                )
+            else:
+                await tx.run("INSERT INTO xattrs VALUES (?, ?, ?)", inode, name, value)
+            await tx.run("UPDATE nodes SET ctime = ? WHERE inode = ?", now_ns(), inode)
+
+        await self.db.txn(fn)
+
+    async def removexattr(self, inode: int, name: bytes) -> None:
+        async def fn(tx):
+            if not await tx.run("DELETE FROM xattrs WHERE inode = ? AND name = ?", inode, name):
+                await self._must_attr(tx, inode)
+                raise FSError(errno.ENODATA)
+            await tx.run("UPDATE nodes SET ctime = ? WHERE inode = ?", now_ns(), inode)
+
+        await self.db.txn(fn)
+
+    def sync(self) -> None:
+        """Make every committed change durable (fsync)."""
+        self.db.checkpoint()
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,118 @@
+"""The metadata schema, with the meaning of every column.
+
+Times are nanoseconds since the epoch. Names and symlink targets are bytes (BLOB). Inode 1 is
+the root directory; its `parent` is 1.
+"""
+
+SCHEMA_VERSION = 1
+
+TABLES = """
+-- One row: name 'volume', value = VolumeSettings as JSON (also copied to <store>/riverfs.json).
+CREATE TABLE IF NOT EXISTS settings (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- Monotonic counters. next_inode / next_slice: the next id not yet handed out (ids are taken
+-- in batches). used_bytes: sum of nodes.stored. inodes: number of live inodes.
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+
+-- One row per inode.
+--   mode:   full st_mode (file type bits and permission bits, incl. setuid/setgid/sticky)
+--   nlink:  hard links; for a directory 2 + number of subdirectories. 0 = deleted but still
+--           open somewhere (see sustained), freed when the last handle closes.
+--   length: file size in bytes (directories: 0; symlinks: target length)
+--   stored: bytes of data committed for this file, capped at length (drives st_blocks)
+--   rdev:   device number for character/block devices, else 0
+--   parent: the directory holding it (directories have exactly one); for files the directory
+--           of the first link, informational only
+CREATE TABLE IF NOT EXISTS nodes (
+    inode  INTEGER PRIMARY KEY,
+    mode   INTEGER NOT NULL,
+    uid    INTEGER NOT NULL,
+    gid    INTEGER NOT NULL,
+    atime  INTEGER NOT NULL,
+    mtime  INTEGER NOT NULL,
+    ctime  INTEGER NOT NULL,
+    nlink  INTEGER NOT NULL,
+    length INTEGER NOT NULL DEFAULT 0,
+    stored INTEGER NOT NULL DEFAULT 0,
+    rdev   INTEGER NOT NULL DEFAULT 0,
+    parent INTEGER NOT NULL
+);
+
+-- Directory entries. id: increasing per insert, the stable readdir cookie (an entry keeps its
+-- id until it is removed or renamed).
+CREATE TABLE IF NOT EXISTS edges (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    parent INTEGER NOT NULL,
+    name   BLOB NOT NULL,
+    inode  INTEGER NOT NULL,
+    UNIQUE (parent, name)
+);
+CREATE INDEX IF NOT EXISTS edges_by_parent ON edges (parent, id);
+CREATE INDEX IF NOT EXISTS edges_by_inode ON edges (inode);
+
+-- File data: chunk `idx` (64 MiB each) of `inode`; slices = packed slice records in commit
+-- order (meta/slices.py). A missing row is a hole.
+CREATE TABLE IF NOT EXISTS chunks (
+    inode  INTEGER NOT NULL,
+    idx    INTEGER NOT NULL,
+    slices BLOB NOT NULL,
+    PRIMARY KEY (inode, idx)
+);
+
+CREATE TABLE IF NOT EXISTS symlinks (
+    inode  INTEGER PRIMARY KEY,
+    target BLOB NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS xattrs (
+    inode INTEGER NOT NULL,
+    name  BLOB NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (inode, name)
+);
+
+-- Mounts. heartbeat: last sign of life; a session whose heartbeat is stale is dead and any
+-- other mount may clean it up (free its sustained inodes).
+CREATE TABLE IF NOT EXISTS sessions (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    host       TEXT NOT NULL,
+    pid        INTEGER NOT NULL,
+    mountpoint TEXT NOT NULL,
+    version    TEXT NOT NULL,
+    started    INTEGER NOT NULL,
+    heartbeat  INTEGER NOT NULL
+);
+
+-- Inodes with nlink 0 kept alive because `session` still has them open.
+CREATE TABLE IF NOT EXISTS sustained (
+    session INTEGER NOT NULL,
+    inode   INTEGER NOT NULL,
+    PRIMARY KEY (session, inode)
+);
+
+-- Slices no file references any more, waiting for the background deleter to remove their
+-- blocks from the store. size: the slice's full size, from which its block keys derive.
+CREATE TABLE IF NOT EXISTS pending_deletes (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    slice  INTEGER NOT NULL,
+    size   INTEGER NOT NULL,
+    queued INTEGER NOT NULL
+);
+
+-- Changes other mounts must hear about (cross-mount invalidation; filled from issue 4 on).
+CREATE TABLE IF NOT EXISTS changelog (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    inode  INTEGER NOT NULL,
+    parent INTEGER NOT NULL,
+    name   BLOB,
+    at     INTEGER NOT NULL
+);
+"""
+
+COUNTERS = ("next_inode", "next_slice", "used_bytes", "inodes")

@@ -1,0 +1,96 @@
+"""Plain records the metadata engine hands out."""
+
+from __future__ import annotations
+
+import json
+import stat
+from dataclasses import asdict, dataclass, field
+
+ROOT_INODE = 1
+FORMAT_VERSION = 1
+MAX_NAME = 255
+
+
+@dataclass(slots=True, frozen=True)
+class Attr:
+    """An inode's attributes; times in nanoseconds since the epoch."""
+
+    inode: int
+    mode: int  # full st_mode: file type bits | permission bits
+    nlink: int
+    uid: int
+    gid: int
+    rdev: int
+    size: int
+    stored: int  # bytes of data actually stored (an upper bound); st_blocks derive from it
+    atime: int
+    mtime: int
+    ctime: int
+    parent: int
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_file(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
+
+@dataclass(slots=True, frozen=True)
+class Entry:
+    """One directory entry as readdir returns it: `cookie` orders entries stably."""
+
+    cookie: int
+    name: bytes
+    attr: Attr
+
+
+@dataclass(slots=True)
+class AttrChange:
+    """The attributes a setattr changes; None means unchanged."""
+
+    mode: int | None = None  # permission bits only
+    uid: int | None = None
+    gid: int | None = None
+    atime: int | None = None
+    mtime: int | None = None
+    ctime: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class VolumeSettings:
+    """What `riverfs format` decides once for the life of a volume."""
+
+    uuid: str
+    storage: str
+    block_size: int = 4 << 20
+    compression: str = "none"
+    capacity: int = 1 << 50
+    format_version: int = FORMAT_VERSION
+    created: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> VolumeSettings:
+        return cls(**json.loads(text))
+
+
+@dataclass(slots=True, frozen=True)
+class SessionInfo:
+    id: int
+    host: str
+    pid: int
+    mountpoint: str
+    version: str
+    started: int
+    heartbeat: int
+
+
+@dataclass(slots=True, frozen=True)
+class Usage:
+    used_bytes: int
+    inodes: int

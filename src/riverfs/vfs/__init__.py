@@ -1,0 +1,1 @@
+"""Filesystem semantics without FUSE: handles, readers, writers, close-to-open."""

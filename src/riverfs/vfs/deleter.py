@@ -1,0 +1,71 @@
+"""The background deleter: removes the blocks of slices nothing references any more.
+
+Deleting a file only queues its slices (meta.pending_deletes); this task drains that queue in
+batches, so unlink never waits for the store and a crash never loses track of garbage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from riverfs.chunk.store import BlockStore
+from riverfs.meta import Meta
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+
+
+class Deleter:
+    def __init__(self, meta: Meta, blocks: BlockStore, idle_interval: float = 5.0) -> None:
+        self.meta = meta
+        self.blocks = blocks
+        self.idle_interval = idle_interval
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def poke(self) -> None:
+        """Something was queued: run soon."""
+        self._wake.set()
+
+    async def drain(self) -> int:
+        """Delete everything queued now; return how many slices were removed."""
+        done = 0
+        while batch := await self.meta.pending_deletes(BATCH):
+            finished = []
+            for queue_id, slice_id, size in batch:
+                try:
+                    await self.blocks.remove_slice(slice_id, size)
+                except Exception as e:
+                    log.warning("deleting slice %d failed, will retry: %s", slice_id, e)
+                    continue
+                finished.append(queue_id)
+            await self.meta.finish_deletes(finished)
+            done += len(finished)
+            if len(finished) < len(batch):
+                break  # the store is failing: try again later
+        return done
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.drain()
+            except Exception:
+                log.exception("background deleter failed; retrying later")
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.idle_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass

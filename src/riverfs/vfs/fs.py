@@ -1,0 +1,350 @@
+"""The filesystem: POSIX semantics over the metadata engine and the block store.
+
+Every FUSE request becomes one call here. This layer owns what neither metadata nor blocks
+know alone: open handles and files deleted while open, buffered writers (a read first flushes
+the file's pending writes), close-to-open (open keeps the kernel page cache only if the file
+did not change), atime by a relatime rule, and read-only mounts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import logging
+import os
+import socket
+import stat
+from collections import OrderedDict
+
+from riverfs import __version__
+from riverfs.chunk.block import BlockCorrupt
+from riverfs.chunk.budget import BufferBudget
+from riverfs.chunk.store import BlockStore
+from riverfs.errors import FSError
+from riverfs.meta import Attr, AttrChange, Entry, Meta, VolumeSettings
+from riverfs.meta.engine import now_ns
+from riverfs.objects import StoreError
+from riverfs.vfs.deleter import Deleter
+from riverfs.vfs.handles import HandleTable
+from riverfs.vfs.options import MountOptions
+from riverfs.vfs.reader import FileReader
+from riverfs.vfs.writer import FileWriter
+
+log = logging.getLogger(__name__)
+
+DAY_NS = 86_400 * 10**9
+MAX_CACHE_STAMPS = 100_000
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class FsStats:
+    block_size: int
+    capacity: int
+    used_bytes: int
+    inodes: int
+
+
+class VFS:
+    def __init__(
+        self, meta: Meta, blocks: BlockStore, settings: VolumeSettings, options: MountOptions
+    ) -> None:
+        self.meta = meta
+        self.blocks = blocks
+        self.settings = settings
+        self.options = options
+        self.handles = HandleTable()
+        self.reader = FileReader(meta, blocks)
+        self.budget = BufferBudget(options.buffer_size)
+        self._upload_slots = asyncio.Semaphore(options.upload_concurrency)
+        self._writers: dict[int, FileWriter] = {}
+        self._sustained: set[int] = set()  # deleted while open here; freed at last close
+        self._stamps: OrderedDict[int, tuple[int, int]] = OrderedDict()  # page cache validity
+        self.deleter = Deleter(meta, blocks)
+        self._heartbeat: asyncio.Task | None = None
+
+    # ---- life cycle -----------------------------------------------------------------------
+
+    async def start(self, mountpoint: str) -> None:
+        await self._clean_dead_sessions()
+        await self.meta.open_session(socket.gethostname(), os.getpid(), mountpoint, __version__)
+        self.deleter.start()
+        self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _clean_dead_sessions(self) -> None:
+        """Free what crashed mounts of this host left behind (their pid is gone)."""
+        host = socket.gethostname()
+        for s in await self.meta.sessions():
+            if s.host == host and not _pid_alive(s.pid):
+                freed = await self.meta.close_session(s.id)
+                log.info(
+                    "cleaned up dead session %d (pid %d, %s): %d deleted files freed",
+                    s.id,
+                    s.pid,
+                    s.mountpoint,
+                    freed,
+                )
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.heartbeat)
+            try:
+                await self.meta.heartbeat()
+            except Exception as e:
+                log.warning("session heartbeat failed: %s", e)
+
+    async def stop(self) -> None:
+        """Flush every writer, drain deletes, end the session. Called after unmount."""
+        for inode in list(self._writers):
+            try:
+                await self._flush(inode)
+            except FSError as e:
+                log.error("flushing inode %d at unmount failed: %s", inode, e)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        await self.deleter.stop()
+        freed = await self.meta.close_session(self.meta.session_id)
+        if freed:
+            log.info("freed %d deleted-but-open files at unmount", freed)
+        try:
+            await self.deleter.drain()
+        except Exception as e:
+            log.warning("deleting unreferenced data at unmount failed (gc will): %s", e)
+        await self.blocks.close()
+        self.meta.sync()
+        self.meta.close()
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    def _writable(self) -> None:
+        if self.options.read_only:
+            raise FSError(errno.EROFS)
+
+    def _merge(self, attr: Attr) -> Attr:
+        """Attributes as this mount sees them, including writes not yet committed."""
+        w = self._writers.get(attr.inode)
+        if w is None or not w.dirty:
+            return attr
+        return dataclasses.replace(
+            attr,
+            size=max(attr.size, w.pending_length),
+            mtime=w.mtime,
+            ctime=max(attr.ctime, w.mtime),
+        )
+
+    async def _flush(self, inode: int) -> None:
+        w = self._writers.get(inode)
+        if w is not None and w.dirty:
+            try:
+                await w.flush()
+            finally:
+                self.reader.invalidate(inode)
+
+    def _note_removed(self, attr: Attr | None) -> None:
+        """An entry of `attr` was removed: remember it if it lives on through open handles."""
+        if attr is not None and not attr.is_dir and attr.nlink <= 1:
+            if self.handles.is_open(attr.inode):
+                self._sustained.add(attr.inode)
+            self.deleter.poke()
+
+    # ---- namespace ------------------------------------------------------------------------
+
+    async def lookup(self, parent: int, name: bytes) -> Attr:
+        return self._merge(await self.meta.lookup(parent, name))
+
+    async def getattr(self, inode: int) -> Attr:
+        return self._merge(await self.meta.getattr(inode))
+
+    async def setattr(self, inode: int, change: AttrChange, size: int | None) -> Attr:
+        self._writable()
+        attr = None
+        if size is not None:
+            await self._flush(inode)
+            attr = await self.meta.truncate(inode, size)
+            self.reader.invalidate(inode)
+            self.deleter.poke()
+        if any(v is not None for v in dataclasses.astuple(change)):
+            attr = await self.meta.setattr(inode, change)
+        if attr is None:
+            attr = await self.meta.getattr(inode)
+        return self._merge(attr)
+
+    async def create(
+        self, parent: int, name: bytes, mode: int, uid: int, gid: int, rdev: int = 0
+    ) -> Attr:
+        """mknod/mkdir: make an inode of the type in `mode`."""
+        self._writable()
+        return await self.meta.create(parent, name, mode, uid, gid, rdev)
+
+    async def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int) -> Attr:
+        self._writable()
+        if len(target) > 4095:
+            raise FSError(errno.ENAMETOOLONG, "symlink target")
+        return await self.meta.create(parent, name, stat.S_IFLNK | 0o777, uid, gid, target=target)
+
+    async def readlink(self, inode: int) -> bytes:
+        return await self.meta.readlink(inode)
+
+    async def link(self, inode: int, parent: int, name: bytes) -> Attr:
+        self._writable()
+        return self._merge(await self.meta.link(inode, parent, name))
+
+    async def unlink(self, parent: int, name: bytes) -> None:
+        self._writable()
+        self._note_removed(await self.meta.unlink(parent, name, self.handles.is_open))
+
+    async def rmdir(self, parent: int, name: bytes) -> None:
+        self._writable()
+        await self.meta.rmdir(parent, name)
+
+    async def rename(
+        self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes, flags: int
+    ) -> None:
+        self._writable()
+        replaced = await self.meta.rename(
+            old_parent, old_name, new_parent, new_name, flags, self.handles.is_open
+        )
+        if not flags & 2:  # RENAME_EXCHANGE keeps both
+            self._note_removed(replaced)
+
+    async def readdir(self, inode: int, after: int, limit: int) -> list[Entry]:
+        return await self.meta.readdir(inode, after, limit)
+
+    # ---- file data ------------------------------------------------------------------------
+
+    def _keep_cache(self, attr: Attr) -> bool:
+        """Close-to-open: the kernel's cached pages are good only if the file is unchanged."""
+        stamp = (attr.size, attr.mtime)
+        keep = self._stamps.get(attr.inode) == stamp
+        self._stamps[attr.inode] = stamp
+        self._stamps.move_to_end(attr.inode)
+        if len(self._stamps) > MAX_CACHE_STAMPS:
+            self._stamps.popitem(last=False)
+        return keep
+
+    async def open(self, inode: int, flags: int) -> tuple[int, bool]:
+        """Open a file; return (handle, keep kernel cache)."""
+        if flags & _WRITE_FLAGS:
+            self._writable()
+        attr = await self.meta.getattr(inode)
+        if attr.is_dir:
+            raise FSError(errno.EISDIR)
+        if flags & os.O_TRUNC and attr.is_file and attr.size:
+            await self._flush(inode)
+            attr = await self.meta.truncate(inode, 0)
+            self.reader.invalidate(inode)
+            self.deleter.poke()
+        if not self.handles.is_open(inode):
+            self.reader.invalidate(inode)  # another mount may have changed it
+        keep = self._keep_cache(attr)
+        return self.handles.open(inode, flags).fh, keep
+
+    async def create_file(
+        self, parent: int, name: bytes, mode: int, flags: int, uid: int, gid: int
+    ) -> tuple[int, Attr]:
+        self._writable()
+        attr = await self.meta.create(parent, name, stat.S_IFREG | stat.S_IMODE(mode), uid, gid)
+        self._keep_cache(attr)
+        return self.handles.open(attr.inode, flags).fh, attr
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        h = self.handles.get(fh)
+        await self._flush(h.inode)
+        attr = await self.meta.getattr(h.inode)
+        try:
+            data = await self.reader.read(h.inode, offset, size, attr.size, h.read_state)
+        except BlockCorrupt as e:
+            log.error("read inode %d at %d: corrupt block: %s", h.inode, offset, e)
+            raise FSError(errno.EIO, str(e)) from e
+        except StoreError as e:
+            log.error("read inode %d at %d: store failed: %s", h.inode, offset, e)
+            raise FSError(errno.EIO, str(e)) from e
+        if not h.atime_checked:
+            h.atime_checked = True
+            await self._touch_atime(attr)
+        return data
+
+    async def _touch_atime(self, attr: Attr) -> None:
+        """relatime: update atime if older than mtime/ctime or a day old."""
+        if self.options.read_only:
+            return
+        t = now_ns()
+        if attr.atime <= attr.mtime or attr.atime <= attr.ctime or t - attr.atime >= DAY_NS:
+            await self.meta.touch_atime(attr.inode, t)
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        h = self.handles.get(fh)
+        w = self._writers.get(h.inode)
+        if w is None:
+            w = self._writers[h.inode] = FileWriter(
+                h.inode, self.meta, self.blocks, self.budget, self._upload_slots
+            )
+        await w.write(offset, data)
+        return len(data)
+
+    async def flush(self, fh: int) -> None:
+        """close(2): everything written through this file is in the store and committed."""
+        await self._flush(self.handles.get(fh).inode)
+
+    async def fsync(self, fh: int) -> None:
+        await self._flush(self.handles.get(fh).inode)
+        self.meta.sync()
+
+    async def release(self, fh: int) -> None:
+        h, last = self.handles.close(fh)
+        if not last:
+            return
+        try:
+            await self._flush(h.inode)
+        finally:
+            self._writers.pop(h.inode, None)
+            if h.inode in self._sustained:
+                self._sustained.discard(h.inode)
+                if await self.meta.release(h.inode):
+                    self.deleter.poke()
+            else:
+                try:
+                    self._keep_cache(await self.meta.getattr(h.inode))
+                except FSError:
+                    pass
+
+    # ---- volume and extended attributes ---------------------------------------------------
+
+    async def statfs(self) -> FsStats:
+        usage = await self.meta.usage()
+        return FsStats(
+            self.settings.block_size, self.settings.capacity, usage.used_bytes, usage.inodes
+        )
+
+    async def getxattr(self, inode: int, name: bytes) -> bytes:
+        return await self.meta.getxattr(inode, name)
+
+    async def listxattr(self, inode: int) -> list[bytes]:
+        return await self.meta.listxattr(inode)
+
+    async def setxattr(self, inode: int, name: bytes, value: bytes, flags: int) -> None:
+        self._writable()
+        if name.startswith(b"system."):
+            raise FSError(errno.EOPNOTSUPP, "system.* attributes (ACLs) are not supported")
+        await self.meta.setxattr(
+            inode,
+            name,
+            value,
+            create=bool(flags & os.XATTR_CREATE),
+            replace=bool(flags & os.XATTR_REPLACE),
+        )
+
+    async def removexattr(self, inode: int, name: bytes) -> None:
+        self._writable()
+        await self.meta.removexattr(inode, name)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

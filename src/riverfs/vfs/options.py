@@ -1,0 +1,21 @@
+"""Mount options: parsed once by the CLI, passed down to the VFS and the FUSE layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(slots=True, frozen=True)
+class MountOptions:
+    cache_dir: Path
+    cache_size: int = 10 << 30  # disk cache limit in bytes (0 disables it)
+    cache_min_free: float = 0.1  # keep at least this ratio of the cache disk free
+    buffer_size: int = 256 << 20  # memory for write buffers (back-pressure beyond)
+    read_cache_size: int = 64 << 20  # memory for decoded blocks
+    upload_concurrency: int = 8
+    max_prefetch: int = 8  # blocks fetched ahead concurrently
+    attr_timeout: float = 1.0
+    entry_timeout: float = 1.0
+    read_only: bool = False
+    heartbeat: float = 10.0  # seconds between session heartbeats

@@ -1,0 +1,113 @@
+"""Reading file data: resolve a byte range to slices, and slices to blocks.
+
+A chunk's slice list resolves into a gap-free list of visible segments (meta/slices.py), cached
+per (inode, chunk) until the file changes. Sequential readers get read-ahead: the window of
+blocks fetched ahead grows while reads keep following each other.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import OrderedDict
+
+from riverfs.chunk.block import CHUNK_SIZE
+from riverfs.chunk.store import BlockStore
+from riverfs.meta import Meta
+from riverfs.meta.slices import Slice, visible_segments
+
+MAX_VIEWS = 4096
+MAX_WINDOW_BLOCKS = 8
+
+
+class ReadState:
+    """Per-handle read pattern, for read-ahead."""
+
+    __slots__ = ("next_offset", "window")
+
+    def __init__(self) -> None:
+        self.next_offset = -1
+        self.window = 0
+
+
+class FileReader:
+    """Reads for every file of a mount (one instance; it caches chunk views)."""
+
+    def __init__(self, meta: Meta, blocks: BlockStore) -> None:
+        self.meta = meta
+        self.blocks = blocks
+        self._views: OrderedDict[tuple[int, int], tuple[list[int], list[Slice]]] = OrderedDict()
+
+    def invalidate(self, inode: int) -> None:
+        """Forget cached views of `inode` (its data changed)."""
+        for key in [k for k in self._views if k[0] == inode]:
+            del self._views[key]
+
+    async def _view(self, inode: int, index: int) -> tuple[list[int], list[Slice]]:
+        key = (inode, index)
+        view = self._views.get(key)
+        if view is None:
+            segments = visible_segments(await self.meta.read_chunk(inode, index), CHUNK_SIZE)
+            view = ([seg.pos for seg in segments], segments)
+            self._views[key] = view
+            if len(self._views) > MAX_VIEWS:
+                self._views.popitem(last=False)
+        else:
+            self._views.move_to_end(key)
+        return view
+
+    async def _segment(self, inode: int, offset: int) -> tuple[int, Slice]:
+        """The visible segment holding file offset `offset`, and the chunk index."""
+        index, pos = divmod(offset, CHUNK_SIZE)
+        starts, segments = await self._view(inode, index)
+        return index, segments[bisect.bisect_right(starts, pos) - 1]
+
+    async def read(
+        self, inode: int, offset: int, size: int, length: int, state: ReadState | None = None
+    ) -> bytes:
+        """Bytes [offset, offset+size) of a file of `length` bytes (short at EOF)."""
+        end = min(offset + size, length)
+        pieces = []
+        pos = offset
+        bs = self.blocks.block_size
+        while pos < end:
+            index, seg = await self._segment(inode, pos)
+            in_chunk = pos - index * CHUNK_SIZE
+            n = min(seg.end - in_chunk, end - pos)
+            if seg.id == 0:
+                pieces.append(bytes(n))
+            else:
+                at = seg.offset + (in_chunk - seg.pos)  # offset within the stored slice
+                want = n
+                while want:
+                    bi, bo = divmod(at, bs)
+                    block = await self.blocks.load(seg.id, bi, min(bs, seg.size - bi * bs))
+                    take = min(want, len(block) - bo)
+                    pieces.append(block[bo : bo + take] if (bo or take < len(block)) else block)
+                    at += take
+                    want -= take
+            pos += n
+        if state is not None and end > offset:
+            await self._read_ahead(inode, offset, end, length, state)
+        return b"".join(pieces)
+
+    async def _read_ahead(
+        self, inode: int, offset: int, end: int, length: int, state: ReadState
+    ) -> None:
+        bs = self.blocks.block_size
+        if offset == state.next_offset:
+            state.window = min(max(state.window * 2, 1), MAX_WINDOW_BLOCKS)
+        else:
+            state.window = 0
+        state.next_offset = end
+        if not state.window:
+            return
+        pos, stop = end, min(end + state.window * bs, length)
+        while pos < stop:
+            index, seg = await self._segment(inode, pos)
+            in_chunk = pos - index * CHUNK_SIZE
+            n = min(seg.end - in_chunk, stop - pos)
+            if seg.id:
+                at = seg.offset + (in_chunk - seg.pos)
+                for bi in range(at // bs, (at + n - 1) // bs + 1):
+                    self.blocks.prefetch(seg.id, bi, min(bs, seg.size - bi * bs))
+            pos += n

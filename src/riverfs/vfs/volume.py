@@ -1,0 +1,102 @@
+"""Opening and formatting a volume: one metadata database paired with one store prefix.
+
+`format` writes the settings into the database and a copy into the store (`riverfs.json`);
+`open_volume` checks that the two agree, so a store is never silently paired with the wrong
+database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+
+from riverfs.errors import RiverError
+from riverfs.meta import Meta, VolumeSettings, open_meta
+from riverfs.objects import ObjectNotFound, ObjectStore, StoreError, open_store
+
+SETTINGS_KEY = "riverfs.json"
+
+
+@dataclass(slots=True)
+class Volume:
+    meta: Meta
+    settings: VolumeSettings
+    store: ObjectStore
+
+
+async def format_volume(
+    meta_url: str,
+    storage_url: str,
+    *,
+    block_size: int = 4 << 20,
+    compression: str = "none",
+    capacity: int = 1 << 50,
+    force: bool = False,
+) -> VolumeSettings:
+    store = open_store(storage_url)
+    meta = open_meta(meta_url, create=True)
+    try:
+        existing = await meta.load_settings()
+        if existing is not None and not force:
+            raise RiverError(
+                f"{meta_url} already holds volume {existing.uuid}; "
+                "use --force to overwrite it (its data becomes unreachable)"
+            )
+        if not force:
+            try:
+                await store.head(SETTINGS_KEY)
+                raise RiverError(
+                    f"{storage_url} already holds a riverfs volume; "
+                    "use another storage URL or --force"
+                )
+            except ObjectNotFound:
+                pass
+        settings = VolumeSettings(
+            uuid=str(uuid.uuid4()),
+            storage=storage_url,
+            block_size=block_size,
+            compression=compression,
+            capacity=capacity,
+            created=time.time_ns(),
+        )
+        try:
+            await store.put(SETTINGS_KEY, settings.to_json().encode())
+        except StoreError as e:
+            raise RiverError(f"cannot write to storage {storage_url}: {e}") from e
+        await meta.format(settings, os.getuid(), os.getgid())
+        return settings
+    finally:
+        meta.close()
+
+
+async def open_volume(meta_url: str) -> Volume:
+    meta = open_meta(meta_url)
+    try:
+        settings = await meta.load_settings()
+        if settings is None:
+            raise RiverError(
+                f"volume not formatted: {meta_url} holds no riverfs volume; "
+                f"run `riverfs format {meta_url} --storage URL` first"
+            )
+        store = open_store(settings.storage)
+        try:
+            stored = json.loads(await store.get(SETTINGS_KEY))
+        except ObjectNotFound:
+            raise RiverError(
+                f"storage {settings.storage} does not hold volume {settings.uuid} "
+                "(riverfs.json missing): wrong store, or it was wiped"
+            ) from None
+        except (StoreError, ValueError) as e:
+            raise RiverError(f"cannot read {SETTINGS_KEY} from {settings.storage}: {e}") from e
+        if stored.get("uuid") != settings.uuid:
+            raise RiverError(
+                f"storage {settings.storage} belongs to volume {stored.get('uuid')}, "
+                f"not to {settings.uuid} of {meta_url}"
+            )
+    except BaseException:
+        meta.close()
+        raise
+    return Volume(meta, settings, store)

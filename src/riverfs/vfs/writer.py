@@ -1,0 +1,154 @@
+"""Buffered writing of one file: writes become slices, slices become blocks in the store.
+
+A write lands in the newest open slice of its chunk when it continues that slice (or rewrites
+its not-yet-uploaded tail); otherwise it starts a new slice. Every full block is uploaded in the
+background at once; `flush` uploads the tails, waits for every upload, and commits the slices to
+metadata in one transaction, in the order they were opened, so later writes win. The bytes held
+in buffers are charged to the mount's BufferBudget: writers wait when it is spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import time
+
+from riverfs.chunk.block import CHUNK_SIZE
+from riverfs.chunk.budget import BufferBudget
+from riverfs.chunk.store import BlockStore
+from riverfs.errors import FSError
+from riverfs.meta import Meta
+from riverfs.meta.slices import Slice
+
+log = logging.getLogger(__name__)
+
+MAX_OPEN_SLICES = 64  # more and the writer commits what it has (random-write workloads)
+
+
+class SliceBuffer:
+    """One slice being written: bytes [uploaded, length) are still in `buf`."""
+
+    __slots__ = ("index", "pos", "id", "length", "uploaded", "buf", "uploads")
+
+    def __init__(self, index: int, pos: int, slice_id: int) -> None:
+        self.index = index  # chunk index in the file
+        self.pos = pos  # offset of the slice within the chunk
+        self.id = slice_id
+        self.length = 0
+        self.uploaded = 0
+        self.buf = bytearray()
+        self.uploads: list[asyncio.Task] = []
+
+    @property
+    def file_end(self) -> int:
+        return self.index * CHUNK_SIZE + self.pos + self.length
+
+    def accepts(self, pos: int) -> bool:
+        return self.pos + self.uploaded <= pos <= self.pos + self.length
+
+
+class FileWriter:
+    def __init__(
+        self,
+        inode: int,
+        meta: Meta,
+        blocks: BlockStore,
+        budget: BufferBudget,
+        uploads: asyncio.Semaphore,
+    ) -> None:
+        self.inode = inode
+        self.meta = meta
+        self.blocks = blocks
+        self.budget = budget
+        self._upload_slots = uploads
+        self.slices: list[SliceBuffer] = []
+        self.mtime = 0
+        self._commit = asyncio.Lock()
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.slices)
+
+    @property
+    def pending_length(self) -> int:
+        """The file length the uncommitted writes imply (0 if none)."""
+        return max((s.file_end for s in self.slices), default=0)
+
+    async def write(self, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            index, pos = divmod(offset, CHUNK_SIZE)
+            n = min(len(view), CHUNK_SIZE - pos)
+            await self._write_piece(index, pos, view[:n])
+            offset += n
+            view = view[n:]
+        self.mtime = time.time_ns()
+        if len(self.slices) > MAX_OPEN_SLICES:
+            await self.flush()
+
+    def _open_slice(self, index: int, pos: int) -> SliceBuffer | None:
+        for s in reversed(self.slices):
+            if s.index == index:
+                return s if s.accepts(pos) else None
+        return None
+
+    async def _write_piece(self, index: int, pos: int, data: memoryview) -> None:
+        await self.budget.acquire(len(data))
+        s = self._open_slice(index, pos)
+        if s is None:
+            slice_id = await self.meta.next_slice_id()
+            s = self._open_slice(index, pos)  # another write may have opened one meanwhile
+            if s is None:
+                s = SliceBuffer(index, pos, slice_id)
+                self.slices.append(s)
+        start = pos - s.pos - s.uploaded
+        before = len(s.buf)
+        s.buf[start : start + len(data)] = data
+        grown = len(s.buf) - before
+        if grown < len(data):
+            self.budget.release(len(data) - grown)  # rewrote bytes already charged
+        s.length = s.uploaded + len(s.buf)
+        bs = self.blocks.block_size
+        while len(s.buf) >= bs:
+            self._upload(s, bytes(s.buf[:bs]))
+            del s.buf[:bs]
+
+    def _upload(self, s: SliceBuffer, block: bytes) -> None:
+        index = s.uploaded // self.blocks.block_size
+        s.uploaded += len(block)
+        s.uploads.append(asyncio.get_running_loop().create_task(self._save(s.id, index, block)))
+
+    async def _save(self, slice_id: int, index: int, block: bytes) -> None:
+        try:
+            async with self._upload_slots:
+                await self.blocks.save(slice_id, index, block)
+        finally:
+            self.budget.release(len(block))
+
+    async def flush(self) -> None:
+        """Upload and commit everything written so far; EIO if the store failed."""
+        async with self._commit:
+            slices, self.slices = self.slices, []
+            if not slices:
+                return
+            for s in slices:
+                if s.buf:
+                    self._upload(s, bytes(s.buf))
+                    s.buf.clear()
+            results = await asyncio.gather(
+                *(t for s in slices for t in s.uploads), return_exceptions=True
+            )
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if failures:
+                log.error(
+                    "write inode %d: %d block uploads failed, first: %s; the data of "
+                    "this write is lost",
+                    self.inode,
+                    len(failures),
+                    failures[0],
+                )
+                raise FSError(errno.EIO, f"upload failed: {failures[0]}")
+            records = [(s.index, Slice(s.pos, s.id, s.length, 0, s.length)) for s in slices]
+            length = max(s.file_end for s in slices)
+            await self.meta.write_slices(self.inode, records, length, self.mtime)
