@@ -1,0 +1,386 @@
+"""POSIX behaviour of directories through a real riverfs mount: mkdir, rmdir, readdir.
+
+Every test works in its own directory of one mount shared by the module. Where Linux
+defines an errno, the same operation also runs on the local disk and must agree.
+Set RIVERFS_POSIX_ON_LOCAL=1 to run the module against a local directory instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import re
+import shutil
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support import Volume, force_unmount, run_cli
+
+ON_LOCAL = bool(os.environ.get("RIVERFS_POSIX_ON_LOCAL"))
+
+
+@pytest.fixture(scope="module")
+def fs_root(tmp_path_factory) -> Iterator[Path]:
+    """One riverfs mount (SQLite + file:// store) shared by the tests of this module."""
+    root = tmp_path_factory.mktemp("posix_dirs")
+    if ON_LOCAL:
+        yield root
+        return
+    vol = Volume(
+        root=root,
+        meta_url=f"sqlite://{root}/meta.db",
+        storage_url=f"file://{root}/store",
+        cache_dir=root / "cache",
+    )
+    try:
+        run_cli("format", vol.meta_url, "--storage", vol.storage_url)
+        yield vol.mount(root / "mnt").path
+    finally:
+        vol.cleanup()
+        force_unmount(root / "mnt")
+
+
+@pytest.fixture
+def d(fs_root: Path, request) -> Path:
+    """A fresh directory of the shared mount for one test."""
+    p = fs_root / re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:200]
+    p.mkdir()
+    return p
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Path:
+    """A directory on the local disk, to compare errno values with."""
+    p = tmp_path / "local"
+    p.mkdir()
+    return p
+
+
+def errno_of(fn: Callable, *args, **kwargs) -> int:
+    """The errno `fn` fails with, or 0 when it succeeds."""
+    try:
+        fn(*args, **kwargs)
+    except OSError as e:
+        return e.errno
+    return 0
+
+
+def same_errno(scenario: Callable[[Path], object], d: Path, local: Path, expected: int) -> None:
+    """Run `scenario(base)` on riverfs and on the local disk; both must fail with `expected`."""
+    got_local = errno_of(scenario, local)
+    got = errno_of(scenario, d)
+    assert got_local == expected, f"test assumption wrong: local disk gave {got_local}"
+    assert got == expected, (
+        f"riverfs gave {errno.errorcode.get(got, got)}, Linux gives {errno.errorcode[expected]}"
+    )
+
+
+def touch(path: Path, data: bytes = b"") -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def make_files(d: Path, names: list[str]) -> None:
+    for n in names:
+        os.mknod(d / n, 0o644 | stat.S_IFREG)
+
+
+# --- mkdir --------------------------------------------------------------------------------
+
+
+def test_mkdir_creates_empty_directory_with_nlink_2(d: Path):
+    os.mkdir(d / "sub", 0o755)
+    st = os.stat(d / "sub")
+    assert stat.S_ISDIR(st.st_mode)
+    assert st.st_nlink == 2
+    assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid())
+    assert os.listdir(d / "sub") == []
+
+
+def test_mkdir_mode_is_masked_by_umask(d: Path):
+    old = os.umask(0o027)
+    try:
+        os.mkdir(d / "a", 0o777)
+        os.mkdir(d / "b", 0o1777)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(d / "a").st_mode) == 0o750
+    assert stat.S_IMODE(os.stat(d / "b").st_mode) == 0o1750
+
+
+def test_mkdir_existing_name_fails_eexist(d: Path, local: Path):
+    def over_dir(base: Path):
+        os.mkdir(base / "x")
+        os.mkdir(base / "x")
+
+    def over_file(base: Path):
+        touch(base / "f")
+        os.mkdir(base / "f")
+
+    def over_symlink(base: Path):
+        os.symlink("target-missing", base / "l")
+        os.mkdir(base / "l")
+
+    same_errno(over_dir, d, local, errno.EEXIST)
+    same_errno(over_file, d, local, errno.EEXIST)
+    same_errno(over_symlink, d, local, errno.EEXIST)
+
+
+def test_mkdir_in_missing_parent_fails_enoent(d: Path, local: Path):
+    same_errno(lambda base: os.mkdir(base / "no" / "sub"), d, local, errno.ENOENT)
+
+
+def test_mkdir_below_a_file_fails_enotdir(d: Path, local: Path):
+    def scenario(base: Path):
+        touch(base / "f")
+        os.mkdir(base / "f" / "sub")
+
+    same_errno(scenario, d, local, errno.ENOTDIR)
+
+
+def test_mkdir_name_of_255_bytes_works_and_256_fails_enametoolong(d: Path, local: Path):
+    os.mkdir(d / ("d" * 255))
+    touch(d / ("d" * 255) / ("f" * 255), b"x")
+    assert os.listdir(d / ("d" * 255)) == ["f" * 255]
+    same_errno(lambda base: os.mkdir(base / ("d" * 256)), d, local, errno.ENAMETOOLONG)
+
+
+def test_makedirs_and_rmtree_of_nested_tree(d: Path):
+    os.makedirs(d / "a" / "b" / "c" / "d")
+    touch(d / "a" / "b" / "c" / "d" / "f", b"x")
+    touch(d / "a" / "b" / "g", b"y")
+    walked = sorted(
+        (os.path.relpath(root, d), sorted(dirs), sorted(files)) for root, dirs, files in os.walk(d)
+    )
+    assert walked == [
+        (".", ["a"], []),
+        ("a", ["b"], []),
+        ("a/b", ["c"], ["g"]),
+        ("a/b/c", ["d"], []),
+        ("a/b/c/d", [], ["f"]),
+    ]
+    shutil.rmtree(d / "a")
+    assert os.listdir(d) == []
+
+
+def test_dotdot_of_subdirectory_is_parent(d: Path):
+    os.makedirs(d / "a" / "b")
+    assert os.stat(d / "a" / "b" / "..").st_ino == os.stat(d / "a").st_ino
+    assert os.stat(d / "a" / ".").st_ino == os.stat(d / "a").st_ino
+    assert os.stat(d / "a" / "b" / ".." / "..").st_ino == os.stat(d).st_ino
+
+
+# --- rmdir, unlink ------------------------------------------------------------------------
+
+
+def test_rmdir_removes_empty_directory(d: Path):
+    os.mkdir(d / "sub")
+    os.rmdir(d / "sub")
+    assert not os.path.exists(d / "sub")
+    assert os.listdir(d) == []
+    os.mkdir(d / "sub")  # the name is free again
+    assert os.listdir(d) == ["sub"]
+
+
+def test_rmdir_of_nonempty_directory_fails_enotempty(d: Path, local: Path):
+    def with_file(base: Path):
+        os.mkdir(base / "sub")
+        touch(base / "sub" / "f")
+        os.rmdir(base / "sub")
+
+    def with_subdir(base: Path):
+        os.makedirs(base / "sub2" / "inner")
+        os.rmdir(base / "sub2")
+
+    same_errno(with_file, d, local, errno.ENOTEMPTY)
+    same_errno(with_subdir, d, local, errno.ENOTEMPTY)
+    assert os.path.exists(d / "sub" / "f")
+
+
+def test_rmdir_succeeds_once_last_entry_is_removed(d: Path):
+    os.mkdir(d / "sub")
+    make_files(d / "sub", [f"f{i}" for i in range(50)])
+    for i in range(50):
+        assert errno_of(os.rmdir, d / "sub") == errno.ENOTEMPTY
+        os.unlink(d / "sub" / f"f{i}")
+    os.rmdir(d / "sub")
+
+
+def test_rmdir_of_file_fails_enotdir(d: Path, local: Path):
+    def scenario(base: Path):
+        touch(base / "f")
+        os.rmdir(base / "f")
+
+    same_errno(scenario, d, local, errno.ENOTDIR)
+
+
+def test_rmdir_of_symlink_to_directory_fails_enotdir(d: Path, local: Path):
+    def scenario(base: Path):
+        os.mkdir(base / "real")
+        os.symlink("real", base / "link")
+        os.rmdir(base / "link")
+
+    same_errno(scenario, d, local, errno.ENOTDIR)
+
+
+def test_rmdir_missing_fails_enoent(d: Path, local: Path):
+    same_errno(lambda base: os.rmdir(base / "missing"), d, local, errno.ENOENT)
+
+
+def test_rmdir_dot_fails_einval(d: Path, local: Path):
+    def scenario(base: Path):
+        os.mkdir(base / "sub")
+        os.rmdir(f"{base}/sub/.")  # pathlib would drop the "."
+
+    same_errno(scenario, d, local, errno.EINVAL)
+
+
+def test_unlink_of_directory_fails_eisdir(d: Path, local: Path):
+    def scenario(base: Path):
+        os.mkdir(base / "sub")
+        os.unlink(base / "sub")
+
+    same_errno(scenario, d, local, errno.EISDIR)
+    assert os.path.isdir(d / "sub")
+
+
+def test_unlink_missing_fails_enoent(d: Path, local: Path):
+    same_errno(lambda base: os.unlink(base / "missing"), d, local, errno.ENOENT)
+
+
+def test_unlink_through_a_file_fails_enotdir(d: Path, local: Path):
+    def scenario(base: Path):
+        touch(base / "f")
+        os.unlink(base / "f" / "x")
+
+    same_errno(scenario, d, local, errno.ENOTDIR)
+
+
+def test_removed_directory_still_open_cannot_get_new_entries(d: Path, local: Path):
+    def scenario(base: Path):
+        os.mkdir(base / "gone")
+        fd = os.open(base / "gone", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.rmdir(base / "gone")
+            assert os.fstat(fd).st_nlink == 0
+            os.open("f", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    same_errno(scenario, d, local, errno.ENOENT)
+
+
+def test_fsync_on_directory_succeeds(d: Path):
+    touch(d / "f")
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- readdir ------------------------------------------------------------------------------
+
+
+def test_listdir_of_empty_directory_is_empty(d: Path):
+    assert os.listdir(d) == []
+    with os.scandir(d) as it:
+        assert list(it) == []
+
+
+def test_scandir_reports_types_and_inode_numbers_of_all_kinds(d: Path):
+    touch(d / "file")
+    os.mkdir(d / "dir")
+    os.symlink("file", d / "link")
+    os.mkfifo(d / "fifo")
+    os.mknod(d / "sock", 0o600 | stat.S_IFSOCK)
+    os.mknod(d / "chr", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    with os.scandir(d) as it:
+        entries = {e.name: e for e in it}
+    assert sorted(entries) == ["chr", "dir", "fifo", "file", "link", "sock"]
+    assert entries["file"].is_file(follow_symlinks=False)
+    assert entries["dir"].is_dir(follow_symlinks=False)
+    assert entries["link"].is_symlink()
+    assert entries["link"].is_file()  # follows to "file"
+    for name, e in entries.items():
+        st = os.lstat(d / name)
+        assert e.inode() == st.st_ino, name
+        assert stat.S_IFMT(e.stat(follow_symlinks=False).st_mode) == stat.S_IFMT(st.st_mode)
+    assert len({e.inode() for e in entries.values()}) == 6
+
+
+def test_directory_with_20000_entries_lists_completely(d: Path):
+    names = [f"entry-{i:06d}-{'x' * (i % 40)}" for i in range(20_000)]
+    make_files(d, names)
+    listed = os.listdir(d)
+    assert len(listed) == len(names)
+    assert set(listed) == set(names)
+    with os.scandir(d) as it:
+        inodes = [e.inode() for e in it]
+    assert len(set(inodes)) == 20_000
+    assert os.stat(d / names[12_345]).st_size == 0
+    assert os.stat(d).st_nlink == 2
+
+
+def test_readdir_while_entries_are_added_and_removed_has_no_duplicates_or_omissions(d: Path):
+    rng = random.Random(1234)
+    initial = [f"f{i:05d}" for i in range(3000)]
+    make_files(d, initial)
+    doomed = set(rng.sample(initial, 900))  # removed during the listing
+    stable = set(initial) - doomed
+    doomed_order = sorted(doomed, key=lambda _: rng.random())
+    added: list[str] = []
+    seen: list[str] = []
+    with os.scandir(d) as it:
+        for i, entry in enumerate(it):
+            seen.append(entry.name)
+            if i % 100 == 50 and doomed_order:
+                # remove some (already listed or not), add new ones
+                for name in doomed_order[:60]:
+                    os.unlink(d / name)
+                del doomed_order[:60]
+                for _ in range(40):
+                    new = f"new{len(added):05d}"
+                    os.mknod(d / new, 0o644 | stat.S_IFREG)
+                    added.append(new)
+    for name in doomed_order:
+        os.unlink(d / name)
+    dupes = {n for n in seen if seen.count(n) > 1} if len(seen) != len(set(seen)) else set()
+    assert not dupes, f"duplicates in one listing: {sorted(dupes)[:10]}"
+    missing = stable - set(seen)
+    assert not missing, f"{len(missing)} entries present all along were not listed"
+    assert set(seen) <= set(initial) | set(added)
+    assert set(os.listdir(d)) == stable | set(added)
+
+
+def test_readdir_after_removing_already_listed_entries_continues_correctly(d: Path):
+    names = [f"g{i:04d}" for i in range(1500)]
+    make_files(d, names)
+    seen: list[str] = []
+    with os.scandir(d) as it:
+        for entry in it:
+            seen.append(entry.name)
+            if len(seen) == 10:
+                # remove everything listed so far plus many others before continuing
+                for n in names[:700]:
+                    if os.path.lexists(d / n):
+                        os.unlink(d / n)
+                for n in seen:
+                    if os.path.lexists(d / n):
+                        os.unlink(d / n)
+    assert len(seen) == len(set(seen))
+    survivors = set(names[700:]) - set(seen[:10])
+    assert survivors <= set(seen)
+
+
+def test_names_listed_exactly_as_bytes(d: Path):
+    names = [b"\xff\xfe\xfd", b"with space", b"line\nbreak", "ünï".encode(), b"-dash", b"..."]
+    base = os.fsencode(d)
+    for n in names:
+        os.mkdir(base + b"/" + n)
+    assert sorted(os.listdir(base)) == sorted(names)
+    for n in names:
+        assert os.path.isdir(base + b"/" + n)

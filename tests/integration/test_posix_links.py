@@ -1,0 +1,616 @@
+"""POSIX rename, hard links and symlinks through a real riverfs mount.
+
+Every test works in its own directory of one mount shared by the module. Where Linux
+defines an errno, the same operation also runs on the local disk and must agree.
+renameat2 flags are exercised through libc with ctypes.
+Set RIVERFS_POSIX_ON_LOCAL=1 to run the module against a local directory instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import re
+import stat
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support import Volume, force_unmount, run_cli, wait_until
+
+ON_LOCAL = bool(os.environ.get("RIVERFS_POSIX_ON_LOCAL"))
+
+AT_FDCWD = -100
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.renameat2.argtypes = [
+    ctypes.c_int,
+    ctypes.c_char_p,
+    ctypes.c_int,
+    ctypes.c_char_p,
+    ctypes.c_uint,
+]
+
+
+def renameat2(src: Path | str, dst: Path | str, flags: int) -> None:
+    """renameat2(2) with AT_FDCWD; raises OSError like the os module does."""
+    if _libc.renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(src), None, str(dst))
+
+
+@pytest.fixture(scope="module")
+def fs_root(tmp_path_factory) -> Iterator[Path]:
+    """One riverfs mount (SQLite + file:// store) shared by the tests of this module."""
+    root = tmp_path_factory.mktemp("posix_links")
+    if ON_LOCAL:
+        yield root
+        return
+    vol = Volume(
+        root=root,
+        meta_url=f"sqlite://{root}/meta.db",
+        storage_url=f"file://{root}/store",
+        cache_dir=root / "cache",
+    )
+    try:
+        run_cli("format", vol.meta_url, "--storage", vol.storage_url)
+        yield vol.mount(root / "mnt").path
+    finally:
+        vol.cleanup()
+        force_unmount(root / "mnt")
+
+
+@pytest.fixture
+def d(fs_root: Path, request) -> Path:
+    """A fresh directory of the shared mount for one test."""
+    p = fs_root / re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:200]
+    p.mkdir()
+    return p
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Path:
+    """A directory on the local disk, to compare errno values with."""
+    p = tmp_path / "local"
+    p.mkdir()
+    return p
+
+
+def errno_of(fn: Callable, *args, **kwargs) -> int:
+    """The errno `fn` fails with, or 0 when it succeeds."""
+    try:
+        fn(*args, **kwargs)
+    except OSError as e:
+        return e.errno
+    return 0
+
+
+def same_errno(scenario: Callable[[Path], object], d: Path, local: Path, expected: int) -> None:
+    """Run `scenario(base)` on riverfs and on the local disk; both must fail with `expected`."""
+    got_local = errno_of(scenario, local)
+    got = errno_of(scenario, d)
+    assert got_local == expected, f"test assumption wrong: local disk gave {got_local}"
+    assert got == expected, (
+        f"riverfs gave {errno.errorcode.get(got, got)}, Linux gives {errno.errorcode[expected]}"
+    )
+
+
+def write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def read(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def clock_past(ns: int) -> None:
+    """Wait (bounded) until the wall clock is clearly past a timestamp, so a new one differs."""
+    wait_until(lambda: time.time_ns() > ns + 20_000_000, timeout=2, interval=0.005)
+
+
+# --- rename: files ------------------------------------------------------------------------
+
+
+def test_rename_file_within_directory_keeps_inode_and_data(d: Path):
+    write(d / "a", b"payload")
+    ino = os.stat(d / "a").st_ino
+    os.rename(d / "a", d / "b")
+    assert not os.path.lexists(d / "a")
+    assert os.stat(d / "b").st_ino == ino
+    assert read(d / "b") == b"payload"
+    assert os.listdir(d) == ["b"]
+
+
+def test_rename_file_across_directories_updates_both_listings(d: Path):
+    os.mkdir(d / "x")
+    os.mkdir(d / "y")
+    write(d / "x" / "f", b"moved")
+    os.rename(d / "x" / "f", d / "y" / "g")
+    assert os.listdir(d / "x") == []
+    assert os.listdir(d / "y") == ["g"]
+    assert read(d / "y" / "g") == b"moved"
+
+
+def test_replace_over_existing_file_swaps_in_source_inode(d: Path):
+    write(d / "src", b"new")
+    write(d / "dst", b"old content")
+    src_ino = os.stat(d / "src").st_ino
+    os.replace(d / "src", d / "dst")
+    assert os.listdir(d) == ["dst"]
+    st = os.stat(d / "dst")
+    assert st.st_ino == src_ino
+    assert st.st_size == 3
+    assert read(d / "dst") == b"new"
+
+
+def test_rename_over_a_hard_link_of_another_file_drops_one_link(d: Path):
+    write(d / "victim", b"v")
+    os.link(d / "victim", d / "victim2")
+    write(d / "src", b"s")
+    os.rename(d / "src", d / "victim")
+    assert os.stat(d / "victim2").st_nlink == 1
+    assert read(d / "victim2") == b"v"
+    assert read(d / "victim") == b"s"
+
+
+def test_rename_to_itself_is_a_noop(d: Path):
+    write(d / "a", b"same")
+    os.rename(d / "a", d / "a")
+    assert read(d / "a") == b"same"
+    os.mkdir(d / "dir")
+    os.rename(d / "dir", d / "dir")
+    assert os.path.isdir(d / "dir")
+
+
+def test_rename_between_two_links_of_the_same_inode_is_a_noop_keeping_both(d: Path, local: Path):
+    for base in (local, d):
+        write(base / "a", b"x")
+        os.link(base / "a", base / "b")
+        os.rename(base / "a", base / "b")  # POSIX: nothing happens
+        assert sorted(os.listdir(base)) == ["a", "b"]
+        assert os.stat(base / "a").st_nlink == 2
+
+
+def test_rename_missing_source_fails_enoent(d: Path, local: Path):
+    same_errno(lambda base: os.rename(base / "missing", base / "x"), d, local, errno.ENOENT)
+
+
+def test_rename_into_missing_directory_fails_enoent(d: Path, local: Path):
+    def scenario(base: Path):
+        write(base / "f", b"")
+        os.rename(base / "f", base / "nodir" / "f")
+
+    same_errno(scenario, d, local, errno.ENOENT)
+    assert os.path.exists(d / "f")
+
+
+def test_rename_file_over_directory_fails_eisdir(d: Path, local: Path):
+    def scenario(base: Path):
+        write(base / "f", b"")
+        os.mkdir(base / "dir")
+        os.rename(base / "f", base / "dir")
+
+    same_errno(scenario, d, local, errno.EISDIR)
+
+
+def test_rename_directory_over_file_fails_enotdir(d: Path, local: Path):
+    def scenario(base: Path):
+        write(base / "f", b"")
+        os.mkdir(base / "dir")
+        os.rename(base / "dir", base / "f")
+
+    same_errno(scenario, d, local, errno.ENOTDIR)
+
+
+def test_rename_to_name_of_256_bytes_fails_enametoolong(d: Path, local: Path):
+    def scenario(base: Path):
+        write(base / "f", b"")
+        os.rename(base / "f", base / ("n" * 255))
+        os.rename(base / ("n" * 255), base / ("n" * 256))
+
+    same_errno(scenario, d, local, errno.ENAMETOOLONG)
+    assert os.listdir(d) == ["n" * 255]
+
+
+def test_rename_updates_ctime_of_moved_inode_and_mtime_of_both_parents(d: Path):
+    os.mkdir(d / "x")
+    os.mkdir(d / "y")
+    write(d / "x" / "f", b"")
+    old = 1_000_000_000 * 10**9
+    for p in (d / "x", d / "y"):
+        os.utime(p, ns=(old, old))
+    ctime = os.stat(d / "x" / "f").st_ctime_ns
+    clock_past(ctime)
+    os.rename(d / "x" / "f", d / "y" / "f")
+    assert os.stat(d / "y" / "f").st_ctime_ns > ctime
+    assert os.stat(d / "x").st_mtime_ns > old
+    assert os.stat(d / "y").st_mtime_ns > old
+
+
+# --- rename: directories ------------------------------------------------------------------
+
+
+def test_rename_directory_moves_its_subtree(d: Path):
+    os.makedirs(d / "a" / "inner" / "deep")
+    write(d / "a" / "inner" / "deep" / "f", b"deep data")
+    os.mkdir(d / "b")
+    os.rename(d / "a", d / "b" / "moved")
+    assert read(d / "b" / "moved" / "inner" / "deep" / "f") == b"deep data"
+    assert not os.path.exists(d / "a")
+    assert os.stat(d / "b" / "moved" / "..").st_ino == os.stat(d / "b").st_ino
+
+
+def test_rename_directory_updates_parent_link_counts(d: Path):
+    os.mkdir(d / "p1")
+    os.mkdir(d / "p2")
+    os.mkdir(d / "p1" / "child")
+    assert os.stat(d / "p1").st_nlink == 3
+    assert os.stat(d / "p2").st_nlink == 2
+    os.rename(d / "p1" / "child", d / "p2" / "child")
+    assert os.stat(d / "p1").st_nlink == 2
+    assert os.stat(d / "p2").st_nlink == 3
+    assert os.stat(d / "p2" / "child").st_nlink == 2
+
+
+def test_rename_directory_over_empty_directory_replaces_it(d: Path):
+    os.mkdir(d / "src")
+    write(d / "src" / "f", b"kept")
+    os.mkdir(d / "dst")
+    src_ino = os.stat(d / "src").st_ino
+    nlink = os.stat(d).st_nlink
+    os.rename(d / "src", d / "dst")
+    assert os.listdir(d) == ["dst"]
+    assert os.stat(d / "dst").st_ino == src_ino
+    assert read(d / "dst" / "f") == b"kept"
+    assert os.stat(d).st_nlink == nlink - 1
+
+
+def test_rename_directory_over_nonempty_directory_fails_enotempty(d: Path, local: Path):
+    def scenario(base: Path):
+        os.mkdir(base / "src")
+        os.mkdir(base / "dst")
+        write(base / "dst" / "occupant", b"")
+        os.rename(base / "src", base / "dst")
+
+    same_errno(scenario, d, local, errno.ENOTEMPTY)
+    assert os.listdir(d / "dst") == ["occupant"]
+    assert os.path.isdir(d / "src")
+
+
+def test_rename_directory_into_its_own_subtree_fails_einval(d: Path, local: Path):
+    def scenario(base: Path):
+        os.makedirs(base / "a" / "b" / "c")
+        os.rename(base / "a", base / "a" / "b" / "c" / "a")
+
+    def into_itself(base: Path):
+        os.rename(base / "a", base / "a" / "a2")
+
+    same_errno(scenario, d, local, errno.EINVAL)
+    same_errno(into_itself, d, local, errno.EINVAL)
+    assert os.path.isdir(d / "a" / "b" / "c")
+
+
+def test_rename_directory_over_its_own_ancestor_fails_enotempty(d: Path, local: Path):
+    def scenario(base: Path):
+        os.makedirs(base / "a" / "b")
+        os.rename(base / "a" / "b", base / "a")
+
+    same_errno(scenario, d, local, errno.ENOTEMPTY)
+
+
+# --- renameat2 flags ----------------------------------------------------------------------
+
+
+def test_rename_noreplace_fails_eexist_when_target_exists(d: Path, local: Path):
+    def scenario(base: Path):
+        write(base / "a", b"a")
+        write(base / "b", b"b")
+        renameat2(base / "a", base / "b", RENAME_NOREPLACE)
+
+    same_errno(scenario, d, local, errno.EEXIST)
+    assert read(d / "a") == b"a"
+    assert read(d / "b") == b"b"
+
+
+def test_rename_noreplace_renames_when_target_missing(d: Path):
+    write(d / "a", b"a")
+    renameat2(d / "a", d / "b", RENAME_NOREPLACE)
+    assert os.listdir(d) == ["b"]
+    assert read(d / "b") == b"a"
+
+
+def test_rename_noreplace_over_empty_directory_fails_eexist(d: Path, local: Path):
+    def scenario(base: Path):
+        os.mkdir(base / "s")
+        os.mkdir(base / "t")
+        renameat2(base / "s", base / "t", RENAME_NOREPLACE)
+
+    same_errno(scenario, d, local, errno.EEXIST)
+
+
+def test_rename_exchange_swaps_two_files_atomically(d: Path):
+    write(d / "a", b"content A")
+    write(d / "b", b"content B, longer")
+    ino_a, ino_b = os.stat(d / "a").st_ino, os.stat(d / "b").st_ino
+    renameat2(d / "a", d / "b", RENAME_EXCHANGE)
+    assert read(d / "a") == b"content B, longer"
+    assert read(d / "b") == b"content A"
+    assert os.stat(d / "a").st_ino == ino_b
+    assert os.stat(d / "b").st_ino == ino_a
+    assert os.stat(d / "a").st_size == 17
+
+
+def test_rename_exchange_file_with_directory_across_parents(d: Path):
+    os.mkdir(d / "p1")
+    os.mkdir(d / "p2")
+    write(d / "p1" / "f", b"file")
+    os.mkdir(d / "p2" / "sub")
+    write(d / "p2" / "sub" / "inside", b"i")
+    renameat2(d / "p1" / "f", d / "p2" / "sub", RENAME_EXCHANGE)
+    assert os.path.isdir(d / "p1" / "f")
+    assert read(d / "p1" / "f" / "inside") == b"i"
+    assert read(d / "p2" / "sub") == b"file"
+    # the directory moved from p2 to p1
+    assert os.stat(d / "p1").st_nlink == 3
+    assert os.stat(d / "p2").st_nlink == 2
+    assert os.stat(d / "p1" / "f" / "..").st_ino == os.stat(d / "p1").st_ino
+
+
+def test_rename_exchange_directories_across_parents_keeps_link_counts(d: Path):
+    os.makedirs(d / "p1" / "x" / "x1")
+    os.makedirs(d / "p2" / "y")
+    renameat2(d / "p1" / "x", d / "p2" / "y", RENAME_EXCHANGE)
+    assert os.listdir(d / "p1" / "x") == []
+    assert os.listdir(d / "p2" / "y") == ["x1"]
+    assert os.stat(d / "p1").st_nlink == 3
+    assert os.stat(d / "p2").st_nlink == 3
+    assert os.stat(d / "p1" / "x" / "..").st_ino == os.stat(d / "p1").st_ino
+    assert os.stat(d / "p2" / "y" / "..").st_ino == os.stat(d / "p2").st_ino
+
+
+def test_rename_exchange_with_missing_target_fails_enoent(d: Path, local: Path):
+    def scenario(base: Path):
+        write(base / "a", b"")
+        renameat2(base / "a", base / "missing", RENAME_EXCHANGE)
+
+    same_errno(scenario, d, local, errno.ENOENT)
+    assert os.listdir(d) == ["a"]
+
+
+def test_rename_exchange_with_noreplace_fails_einval(d: Path, local: Path):
+    def scenario(base: Path):
+        write(base / "a", b"")
+        write(base / "b", b"")
+        renameat2(base / "a", base / "b", RENAME_EXCHANGE | RENAME_NOREPLACE)
+
+    same_errno(scenario, d, local, errno.EINVAL)
+
+
+def test_rename_exchange_directory_into_its_own_subtree_fails_einval(d: Path, local: Path):
+    def scenario(base: Path):
+        os.makedirs(base / "a" / "b")
+        renameat2(base / "a", base / "a" / "b", RENAME_EXCHANGE)
+
+    same_errno(scenario, d, local, errno.EINVAL)
+
+
+# --- hard links ---------------------------------------------------------------------------
+
+
+def test_hard_link_shares_inode_and_data(d: Path):
+    write(d / "a", b"shared")
+    os.link(d / "a", d / "b")
+    sa, sb = os.stat(d / "a"), os.stat(d / "b")
+    assert sa.st_ino == sb.st_ino
+    assert sa.st_nlink == sb.st_nlink == 2
+    with open(d / "b", "r+b") as f:
+        f.seek(6)
+        f.write(b" and changed")
+    assert read(d / "a") == b"shared and changed"
+    os.truncate(d / "a", 3)
+    assert read(d / "b") == b"sha"
+    os.chmod(d / "a", 0o600)
+    assert stat.S_IMODE(os.stat(d / "b").st_mode) == 0o600
+
+
+def test_hard_link_counts_go_up_and_down_and_data_lives_until_last_link(d: Path):
+    write(d / "l0", b"data")
+    for i in range(1, 5):
+        os.link(d / "l0", d / f"l{i}")
+        assert os.stat(d / "l0").st_nlink == i + 1
+    with os.scandir(d) as it:
+        assert len({e.inode() for e in it}) == 1
+    for i in range(4):
+        os.unlink(d / f"l{i}")
+        assert os.stat(d / "l4").st_nlink == 4 - i
+        assert read(d / "l4") == b"data"
+    assert os.listdir(d) == ["l4"]
+
+
+def test_hard_link_across_directories_survives_rename_and_removal_of_the_other(d: Path):
+    os.mkdir(d / "x")
+    os.mkdir(d / "y")
+    write(d / "x" / "orig", b"kept")
+    os.link(d / "x" / "orig", d / "y" / "alias")
+    os.rename(d / "x" / "orig", d / "x" / "renamed")
+    assert os.stat(d / "y" / "alias").st_nlink == 2
+    os.unlink(d / "x" / "renamed")
+    os.rmdir(d / "x")
+    assert os.stat(d / "y" / "alias").st_nlink == 1
+    assert read(d / "y" / "alias") == b"kept"
+
+
+def test_hard_link_updates_ctime_of_the_inode(d: Path):
+    write(d / "a", b"")
+    ctime = os.stat(d / "a").st_ctime_ns
+    clock_past(ctime)
+    os.link(d / "a", d / "b")
+    assert os.stat(d / "a").st_ctime_ns > ctime
+    ctime = os.stat(d / "a").st_ctime_ns
+    clock_past(ctime)
+    os.unlink(d / "b")
+    assert os.stat(d / "a").st_ctime_ns > ctime
+
+
+def test_hard_link_to_directory_fails_eperm(d: Path, local: Path):
+    def scenario(base: Path):
+        os.mkdir(base / "dir")
+        os.link(base / "dir", base / "dirlink")
+
+    same_errno(scenario, d, local, errno.EPERM)
+
+
+def test_hard_link_onto_existing_name_fails_eexist(d: Path, local: Path):
+    def scenario(base: Path):
+        write(base / "a", b"")
+        write(base / "b", b"")
+        os.link(base / "a", base / "b")
+
+    same_errno(scenario, d, local, errno.EEXIST)
+
+
+def test_hard_link_of_missing_source_fails_enoent(d: Path, local: Path):
+    same_errno(lambda base: os.link(base / "missing", base / "x"), d, local, errno.ENOENT)
+
+
+def test_hard_link_to_symlink_links_the_symlink_itself(d: Path):
+    write(d / "target", b"t")
+    os.symlink("target", d / "sym")
+    os.link(d / "sym", d / "sym2", follow_symlinks=False)
+    assert os.path.islink(d / "sym2")
+    assert os.readlink(d / "sym2") == "target"
+    assert os.lstat(d / "sym2").st_ino == os.lstat(d / "sym").st_ino
+    assert os.lstat(d / "sym").st_nlink == 2
+    assert os.stat(d / "target").st_nlink == 1
+
+
+def test_hard_link_of_special_files(d: Path):
+    os.mkfifo(d / "fifo")
+    os.mknod(d / "dev", 0o600 | stat.S_IFCHR, os.makedev(5, 7))
+    os.link(d / "fifo", d / "fifo2")
+    os.link(d / "dev", d / "dev2")
+    assert stat.S_ISFIFO(os.lstat(d / "fifo2").st_mode)
+    assert os.lstat(d / "dev2").st_rdev == os.makedev(5, 7)
+    assert os.lstat(d / "dev").st_nlink == 2
+
+
+# --- symlinks -----------------------------------------------------------------------------
+
+
+def test_symlink_and_readlink_roundtrip(d: Path):
+    write(d / "target", b"via link")
+    os.symlink("target", d / "rel")
+    os.symlink(str(d / "target"), d / "abs")
+    for name, target in (("rel", "target"), ("abs", str(d / "target"))):
+        st = os.lstat(d / name)
+        assert stat.S_ISLNK(st.st_mode)
+        assert st.st_size == len(target.encode())
+        assert os.readlink(d / name) == target
+        assert read(d / name) == b"via link"
+        assert os.stat(d / name).st_ino == os.stat(d / "target").st_ino
+
+
+def test_symlink_to_directory_is_followed_in_paths(d: Path):
+    os.makedirs(d / "real" / "sub")
+    write(d / "real" / "sub" / "f", b"found")
+    os.symlink("real/sub", d / "shortcut")
+    assert read(d / "shortcut" / "f") == b"found"
+    assert os.listdir(d / "shortcut") == ["f"]
+    os.symlink("../../real", d / "real" / "sub" / "up")
+    assert read(d / "real" / "sub" / "up" / "sub" / "f") == b"found"
+
+
+def test_dangling_symlink_lstat_works_and_stat_fails_enoent(d: Path, local: Path):
+    def scenario(base: Path):
+        os.symlink("does-not-exist", base / "dangling")
+        assert stat.S_ISLNK(os.lstat(base / "dangling").st_mode)
+        assert os.readlink(base / "dangling") == "does-not-exist"
+        os.stat(base / "dangling")
+
+    same_errno(scenario, d, local, errno.ENOENT)
+
+
+def test_open_creat_through_dangling_symlink_creates_target(d: Path):
+    os.symlink("created-through-link", d / "dangling")
+    write(d / "dangling", b"x")
+    assert read(d / "created-through-link") == b"x"
+
+
+def test_symlink_loop_fails_eloop(d: Path, local: Path):
+    def loop2(base: Path):
+        os.symlink("b", base / "a")
+        os.symlink("a", base / "b")
+        os.open(base / "a", os.O_RDONLY)
+
+    def self_loop(base: Path):
+        os.symlink("self", base / "self")
+        os.stat(base / "self")
+
+    def loop_in_path(base: Path):
+        os.symlink("b/x", base / "c")
+        os.open(base / "c" / "f", os.O_CREAT | os.O_WRONLY)
+
+    same_errno(loop2, d, local, errno.ELOOP)
+    same_errno(self_loop, d, local, errno.ELOOP)
+    same_errno(loop_in_path, d, local, errno.ELOOP)
+
+
+def test_o_nofollow_on_symlink_fails_eloop(d: Path, local: Path):
+    def scenario(base: Path):
+        write(base / "t", b"")
+        os.symlink("t", base / "l")
+        os.open(base / "l", os.O_RDONLY | os.O_NOFOLLOW)
+
+    same_errno(scenario, d, local, errno.ELOOP)
+
+
+def test_symlink_over_existing_name_fails_eexist(d: Path, local: Path):
+    def scenario(base: Path):
+        write(base / "taken", b"")
+        os.symlink("x", base / "taken")
+
+    same_errno(scenario, d, local, errno.EEXIST)
+
+
+def test_symlink_target_of_4095_bytes_and_4096_fails_enametoolong(d: Path, local: Path):
+    long_target = "/".join(["t" * 200] * 21)[:4095]
+    assert len(long_target) == 4095
+    os.symlink(long_target, d / "long")
+    assert os.readlink(d / "long") == long_target
+    assert os.lstat(d / "long").st_size == 4095
+    same_errno(lambda base: os.symlink("t" * 4096, base / "too"), d, local, errno.ENAMETOOLONG)
+
+
+def test_symlink_target_is_stored_as_raw_bytes(d: Path):
+    target = b"\xff\xfe/with space/\xc3\xa9"
+    os.symlink(target, os.fsencode(d / "raw"))
+    assert os.readlink(os.fsencode(d / "raw")) == target
+
+
+def test_readlink_of_regular_file_fails_einval(d: Path, local: Path):
+    def scenario(base: Path):
+        write(base / "f", b"")
+        os.readlink(base / "f")
+
+    same_errno(scenario, d, local, errno.EINVAL)
+
+
+def test_unlink_symlink_removes_link_not_target(d: Path):
+    write(d / "t", b"stays")
+    os.symlink("t", d / "l")
+    os.unlink(d / "l")
+    assert os.listdir(d) == ["t"]
+    assert read(d / "t") == b"stays"
+
+
+def test_rename_symlink_keeps_its_target_text(d: Path):
+    os.mkdir(d / "sub")
+    os.symlink("../t", d / "l")
+    os.rename(d / "l", d / "sub" / "l")
+    assert os.readlink(d / "sub" / "l") == "../t"
