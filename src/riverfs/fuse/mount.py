@@ -49,9 +49,7 @@ def check_mountpoint(path: Path) -> None:
     if not path.is_dir():
         raise RiverError(f"mountpoint {path} is not a directory")
     if is_mounted(path):
-        raise RiverError(
-            f"{path} is already a mountpoint: unmount it first (riverfs umount {path})"
-        )
+        raise RiverError(f"{path} is already mounted: unmount it first (riverfs umount {path})")
 
 
 def fuse_options(options: MountOptions, volume: Volume) -> set[str]:

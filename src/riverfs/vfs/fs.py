@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 DAY_NS = 86_400 * 10**9
 MAX_CACHE_STAMPS = 100_000
+XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.")  # no system.* (POSIX ACLs)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 
 
@@ -209,7 +210,11 @@ class VFS:
             self._note_removed(replaced)
 
     async def readdir(self, inode: int, after: int, limit: int) -> list[Entry]:
-        return await self.meta.readdir(inode, after, limit)
+        entries = await self.meta.readdir(inode, after, limit)
+        if not self._writers:
+            return entries
+        # readdirplus attributes overwrite the kernel's: they must include pending writes.
+        return [dataclasses.replace(e, attr=self._merge(e.attr)) for e in entries]
 
     # ---- file data ------------------------------------------------------------------------
 
@@ -318,6 +323,7 @@ class VFS:
         )
 
     async def getxattr(self, inode: int, name: bytes) -> bytes:
+        _check_xattr_name(name)
         return await self.meta.getxattr(inode, name)
 
     async def listxattr(self, inode: int) -> list[bytes]:
@@ -325,8 +331,7 @@ class VFS:
 
     async def setxattr(self, inode: int, name: bytes, value: bytes, flags: int) -> None:
         self._writable()
-        if name.startswith(b"system."):
-            raise FSError(errno.EOPNOTSUPP, "system.* attributes (ACLs) are not supported")
+        _check_xattr_name(name)
         await self.meta.setxattr(
             inode,
             name,
@@ -337,7 +342,14 @@ class VFS:
 
     async def removexattr(self, inode: int, name: bytes) -> None:
         self._writable()
+        _check_xattr_name(name)
         await self.meta.removexattr(inode, name)
+
+
+def _check_xattr_name(name: bytes) -> None:
+    """Namespaces as a local filesystem without ACL support has them."""
+    if not name.startswith(XATTR_NAMESPACES):
+        raise FSError(errno.EOPNOTSUPP, f"xattr namespace of {name!r} is not supported")
 
 
 def _pid_alive(pid: int) -> bool:

@@ -63,17 +63,19 @@ class FileWriter:
         self.budget = budget
         self._upload_slots = uploads
         self.slices: list[SliceBuffer] = []
+        self._committing: list[SliceBuffer] = []  # being flushed right now
         self.mtime = 0
         self._commit = asyncio.Lock()
 
     @property
     def dirty(self) -> bool:
-        return bool(self.slices)
+        """True until every write so far is committed (a flush in progress counts)."""
+        return bool(self.slices or self._committing)
 
     @property
     def pending_length(self) -> int:
         """The file length the uncommitted writes imply (0 if none)."""
-        return max((s.file_end for s in self.slices), default=0)
+        return max((s.file_end for s in (*self._committing, *self.slices)), default=0)
 
     async def write(self, offset: int, data: bytes) -> None:
         view = memoryview(data)
@@ -132,23 +134,30 @@ class FileWriter:
             slices, self.slices = self.slices, []
             if not slices:
                 return
-            for s in slices:
-                if s.buf:
-                    self._upload(s, bytes(s.buf))
-                    s.buf.clear()
-            results = await asyncio.gather(
-                *(t for s in slices for t in s.uploads), return_exceptions=True
+            self._committing = slices
+            try:
+                await self._commit_slices(slices)
+            finally:
+                self._committing = []
+
+    async def _commit_slices(self, slices: list[SliceBuffer]) -> None:
+        for s in slices:
+            if s.buf:
+                self._upload(s, bytes(s.buf))
+                s.buf.clear()
+        results = await asyncio.gather(
+            *(t for s in slices for t in s.uploads), return_exceptions=True
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            log.error(
+                "write inode %d: %d block uploads failed, first: %s; the data of "
+                "this write is lost",
+                self.inode,
+                len(failures),
+                failures[0],
             )
-            failures = [r for r in results if isinstance(r, BaseException)]
-            if failures:
-                log.error(
-                    "write inode %d: %d block uploads failed, first: %s; the data of "
-                    "this write is lost",
-                    self.inode,
-                    len(failures),
-                    failures[0],
-                )
-                raise FSError(errno.EIO, f"upload failed: {failures[0]}")
-            records = [(s.index, Slice(s.pos, s.id, s.length, 0, s.length)) for s in slices]
-            length = max(s.file_end for s in slices)
-            await self.meta.write_slices(self.inode, records, length, self.mtime)
+            raise FSError(errno.EIO, f"upload failed: {failures[0]}")
+        records = [(s.index, Slice(s.pos, s.id, s.length, 0, s.length)) for s in slices]
+        length = max(s.file_end for s in slices)
+        await self.meta.write_slices(self.inode, records, length, self.mtime)
