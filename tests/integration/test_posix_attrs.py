@@ -22,6 +22,8 @@ import pytest
 from support import Volume, force_unmount, run_cli, wait_until
 
 ON_LOCAL = bool(os.environ.get("RIVERFS_POSIX_ON_LOCAL"))
+# extra `riverfs mount` options, e.g. "--attr-timeout 0 --entry-timeout 0" to bypass kernel caches
+MOUNT_ARGS = os.environ.get("RIVERFS_POSIX_MOUNT_ARGS", "").split()
 riverfs_only = pytest.mark.skipif(ON_LOCAL, reason="riverfs-specific expectation")
 
 MiB = 1024 * 1024
@@ -73,7 +75,7 @@ def volume_and_root(tmp_path_factory) -> Iterator[tuple[Volume | None, Path]]:
     )
     try:
         run_cli("format", vol.meta_url, "--storage", vol.storage_url)
-        yield vol, vol.mount(root / "mnt").path
+        yield vol, vol.mount(root / "mnt", *MOUNT_ARGS).path
     finally:
         vol.cleanup()
         force_unmount(root / "mnt")
@@ -471,6 +473,44 @@ def test_all_files_of_the_mount_share_st_dev(d: Path, fs_root: Path):
     write(d / "f", b"")
     os.mkdir(d / "sub")
     assert os.stat(d / "f").st_dev == os.stat(d / "sub").st_dev == os.stat(fs_root).st_dev
+
+
+def drop_kernel_caches() -> None:
+    """Make the kernel forget cached dentries and inodes (FUSE sends FORGET for them)."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2\n")
+
+
+@pytest.mark.skipif(not os.access("/proc/sys/vm/drop_caches", os.W_OK), reason="needs root")
+def test_inode_numbers_and_data_survive_the_kernel_forgetting_inodes(d: Path):
+    os.makedirs(d / "a" / "b")
+    write(d / "a" / "b" / "f", b"deep")
+    write(d / "g", b"linked")
+    os.link(d / "g", d / "a" / "g2")
+    os.symlink("a/b/f", d / "sym")
+    names = ["a", "a/b", "a/b/f", "g", "a/g2", "sym"]
+    before = {n: os.lstat(d / n) for n in names}
+    held = os.open(d / "g", os.O_RDONLY)
+    try:
+        os.unlink(d / "g")
+        os.unlink(d / "a" / "g2")  # now only the open fd keeps it
+        drop_kernel_caches()
+        for n in ("a", "a/b", "a/b/f", "sym"):
+            st = os.lstat(d / n)
+            assert st.st_ino == before[n].st_ino, n
+            assert (st.st_mode, st.st_nlink, st.st_size) == (
+                before[n].st_mode,
+                before[n].st_nlink,
+                before[n].st_size,
+            ), n
+        with open(d / "sym", "rb") as f:
+            assert f.read() == b"deep"
+        assert os.fstat(held).st_nlink == 0
+        os.posix_fadvise(held, 0, 0, os.POSIX_FADV_DONTNEED)
+        assert os.pread(held, 10, 0) == b"linked"
+    finally:
+        os.close(held)
 
 
 # --- statfs -------------------------------------------------------------------------------

@@ -7,12 +7,14 @@ Set RIVERFS_POSIX_ON_LOCAL=1 to run the module against a local directory instead
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import random
 import re
 import shutil
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +22,8 @@ import pytest
 from support import Volume, force_unmount, run_cli
 
 ON_LOCAL = bool(os.environ.get("RIVERFS_POSIX_ON_LOCAL"))
+# extra `riverfs mount` options, e.g. "--attr-timeout 0 --entry-timeout 0" to bypass kernel caches
+MOUNT_ARGS = os.environ.get("RIVERFS_POSIX_MOUNT_ARGS", "").split()
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +41,7 @@ def fs_root(tmp_path_factory) -> Iterator[Path]:
     )
     try:
         run_cli("format", vol.meta_url, "--storage", vol.storage_url)
-        yield vol.mount(root / "mnt").path
+        yield vol.mount(root / "mnt", *MOUNT_ARGS).path
     finally:
         vol.cleanup()
         force_unmount(root / "mnt")
@@ -76,6 +80,66 @@ def same_errno(scenario: Callable[[Path], object], d: Path, local: Path, expecte
     assert got == expected, (
         f"riverfs gave {errno.errorcode.get(got, got)}, Linux gives {errno.errorcode[expected]}"
     )
+
+
+class Dirent(ctypes.Structure):
+    _fields_ = [
+        ("d_ino", ctypes.c_uint64),
+        ("d_off", ctypes.c_int64),
+        ("d_reclen", ctypes.c_ushort),
+        ("d_type", ctypes.c_ubyte),
+        ("d_name", ctypes.c_char * 256),
+    ]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.opendir.restype = ctypes.c_void_p
+_libc.opendir.argtypes = [ctypes.c_char_p]
+_libc.readdir.restype = ctypes.POINTER(Dirent)
+_libc.readdir.argtypes = [ctypes.c_void_p]
+_libc.telldir.restype = ctypes.c_long
+_libc.telldir.argtypes = [ctypes.c_void_p]
+_libc.seekdir.restype = None
+_libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
+_libc.rewinddir.restype = None
+_libc.rewinddir.argtypes = [ctypes.c_void_p]
+_libc.closedir.argtypes = [ctypes.c_void_p]
+
+
+class Dir:
+    """opendir/readdir/telldir/seekdir from libc, for position-dependent directory reads."""
+
+    def __init__(self, path: Path):
+        self.dirp = _libc.opendir(os.fsencode(path))
+        if not self.dirp:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+
+    def read(self) -> str | None:
+        """The next name other than "." and "..", or None at the end."""
+        while True:
+            ctypes.set_errno(0)
+            ent = _libc.readdir(self.dirp)
+            if not ent:
+                err = ctypes.get_errno()
+                if err:
+                    raise OSError(err, os.strerror(err))
+                return None
+            name = os.fsdecode(ent.contents.d_name)
+            if name not in (".", ".."):
+                return name
+
+    def tell(self) -> int:
+        return _libc.telldir(self.dirp)
+
+    def seek(self, pos: int) -> None:
+        _libc.seekdir(self.dirp, pos)
+
+    def rewind(self) -> None:
+        _libc.rewinddir(self.dirp)
+
+    def close(self) -> None:
+        _libc.closedir(self.dirp)
 
 
 def touch(path: Path, data: bytes = b"") -> None:
@@ -327,7 +391,8 @@ def test_directory_with_20000_entries_lists_completely(d: Path):
 
 def test_readdir_while_entries_are_added_and_removed_has_no_duplicates_or_omissions(d: Path):
     rng = random.Random(1234)
-    initial = [f"f{i:05d}" for i in range(3000)]
+    pad = "-" + "x" * 150  # long names: few entries per getdents batch, many batch boundaries
+    initial = [f"f{i:05d}{pad}" for i in range(3000)]
     make_files(d, initial)
     doomed = set(rng.sample(initial, 900))  # removed during the listing
     stable = set(initial) - doomed
@@ -343,7 +408,7 @@ def test_readdir_while_entries_are_added_and_removed_has_no_duplicates_or_omissi
                     os.unlink(d / name)
                 del doomed_order[:60]
                 for _ in range(40):
-                    new = f"new{len(added):05d}"
+                    new = f"new{len(added):05d}{pad}"
                     os.mknod(d / new, 0o644 | stat.S_IFREG)
                     added.append(new)
     for name in doomed_order:
@@ -384,3 +449,124 @@ def test_names_listed_exactly_as_bytes(d: Path):
     assert sorted(os.listdir(base)) == sorted(names)
     for n in names:
         assert os.path.isdir(base + b"/" + n)
+
+
+def test_seekdir_to_a_telldir_position_resumes_after_that_entry(d: Path):
+    names = [f"s{i:04d}-{'y' * 100}" for i in range(600)]
+    make_files(d, names)
+    dirp = Dir(d)
+    try:
+        order: list[str] = []
+        positions: list[int] = []
+        while (name := dirp.read()) is not None:
+            order.append(name)
+            positions.append(dirp.tell())
+        assert sorted(order) == sorted(names)
+        for k in (0, 1, 99, 250, 398, 599):
+            dirp.seek(positions[k])
+            assert dirp.read() == (order[k + 1] if k + 1 < len(order) else None), k
+        dirp.rewind()
+        assert dirp.read() == order[0]
+    finally:
+        dirp.close()
+
+
+def test_seekdir_position_stays_valid_when_other_entries_change(d: Path):
+    names = [f"t{i:04d}-{'z' * 100}" for i in range(600)]
+    make_files(d, names)
+    dirp = Dir(d)
+    try:
+        first: list[str] = []
+        for _ in range(300):
+            first.append(dirp.read())
+        pos = dirp.tell()
+        rest_before = []
+        while (name := dirp.read()) is not None:
+            rest_before.append(name)
+        # remove entries on both sides of the saved position, add new ones
+        removed = set(first[::3]) | set(rest_before[1::4])
+        for n in removed:
+            os.unlink(d / n)
+        make_files(d, [f"added{i:03d}" for i in range(100)])
+        dirp.seek(pos)
+        rest_after = []
+        while (name := dirp.read()) is not None:
+            rest_after.append(name)
+    finally:
+        dirp.close()
+    assert len(rest_after) == len(set(rest_after)), "duplicates after seekdir"
+    assert not set(rest_after) & (set(first) - removed), "entries before the position came back"
+    missing = set(rest_before) - removed - set(rest_after)
+    assert not missing, f"{len(missing)} surviving entries after the position were skipped"
+
+
+def test_rewinddir_sees_entries_added_since_opendir(d: Path):
+    make_files(d, ["a", "b"])
+    dirp = Dir(d)
+    try:
+        seen = {dirp.read(), dirp.read()}
+        assert dirp.read() is None
+        assert seen == {"a", "b"}
+        make_files(d, ["c"])
+        os.unlink(d / "a")
+        dirp.rewind()
+        again = set()
+        while (name := dirp.read()) is not None:
+            again.add(name)
+        assert again == {"b", "c"}
+    finally:
+        dirp.close()
+
+
+def test_mkdir_does_not_take_setgid_from_mode_outside_a_setgid_parent(d: Path, local: Path):
+    for base in (local, d):
+        os.mkdir(base / "g", 0o2755)
+    assert stat.S_IMODE(os.stat(local / "g").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(d / "g").st_mode) == 0o755
+
+
+def test_removed_current_directory_still_stats_with_nlink_0(d: Path, local: Path):
+    for base in (local, d):
+        os.mkdir(base / "cwd")
+        cwd = os.getcwd()
+        os.chdir(base / "cwd")
+        try:
+            os.rmdir(base / "cwd")
+            st = os.stat(".")
+            assert stat.S_ISDIR(st.st_mode)
+            assert st.st_nlink == 0
+            assert os.listdir(".") == []
+            assert errno_of(os.open, "new", os.O_CREAT | os.O_WRONLY) == errno.ENOENT
+        finally:
+            os.chdir(cwd)
+
+
+def test_concurrent_creates_renames_and_unlinks_in_one_directory_stay_consistent(d: Path):
+    errors: list[BaseException] = []
+
+    def worker(w: int):
+        try:
+            for i in range(150):
+                tmp = d / f"tmp-{w}-{i}"
+                with open(tmp, "wb") as f:
+                    f.write(b"%d" % i)
+                os.rename(tmp, d / f"final-{w}-{i}")
+                if i % 2:
+                    os.unlink(d / f"final-{w}-{i}")
+                if i % 10 == 0:
+                    os.mkdir(d / f"dir-{w}-{i}")
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    expected = {f"final-{w}-{i}" for w in range(4) for i in range(0, 150, 2)}
+    expected |= {f"dir-{w}-{i}" for w in range(4) for i in range(0, 150, 10)}
+    assert set(os.listdir(d)) == expected
+    assert os.stat(d).st_nlink == 2 + 4 * 15
+    with open(d / "final-3-148", "rb") as f:
+        assert f.read() == b"148"

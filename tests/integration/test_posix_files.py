@@ -14,6 +14,7 @@ import errno
 import hashlib
 import mmap
 import os
+import random
 import re
 import shutil
 import socket
@@ -28,6 +29,8 @@ import pytest
 from support import Volume, force_unmount, run_cli
 
 ON_LOCAL = bool(os.environ.get("RIVERFS_POSIX_ON_LOCAL"))
+# extra `riverfs mount` options, e.g. "--attr-timeout 0 --entry-timeout 0" to bypass kernel caches
+MOUNT_ARGS = os.environ.get("RIVERFS_POSIX_MOUNT_ARGS", "").split()
 riverfs_only = pytest.mark.skipif(ON_LOCAL, reason="riverfs-specific expectation")
 
 KiB = 1024
@@ -53,7 +56,7 @@ def fs_root(tmp_path_factory) -> Iterator[Path]:
     )
     try:
         run_cli("format", vol.meta_url, "--storage", vol.storage_url)
-        yield vol.mount(root / "mnt").path
+        yield vol.mount(root / "mnt", *MOUNT_ARGS).path
     finally:
         vol.cleanup()
         force_unmount(root / "mnt")
@@ -447,6 +450,88 @@ def test_copied_executable_runs_from_the_mount(d: Path):
     assert out.stdout == b"hello from riverfs\n"
 
 
+def test_copy_file_range_and_sendfile_within_the_mount(d: Path):
+    data = os.urandom(5 * MiB + 77)
+    write_file(d / "src", data)
+    src = os.open(d / "src", os.O_RDONLY)
+    dst = os.open(d / "dst", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        copied = 0
+        while copied < len(data):
+            n = os.copy_file_range(src, dst, len(data) - copied, copied, copied)
+            assert n > 0
+            copied += n
+    finally:
+        os.close(src)
+        os.close(dst)
+    assert read_all(d / "dst") == data
+    shutil.copyfile(d / "src", d / "copy")  # sendfile on Linux
+    assert read_all(d / "copy") == data
+
+
+def test_random_overlapping_writes_and_truncates_match_a_model(d: Path):
+    """Many overlapping slices in a few blocks: later writes win, truncated bytes stay gone."""
+    rng = random.Random(20260521)
+    model = bytearray()
+    fd = os.open(d / "f", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        for step in range(400):
+            if rng.random() < 0.1:
+                size = rng.randrange(0, 3 * BLOCK)
+                os.ftruncate(fd, size)
+                model[size:] = b""
+                model.extend(b"\0" * (size - len(model)))
+            else:
+                off = rng.randrange(0, 3 * BLOCK)
+                n = rng.choice((1, 7, 4096, 65536, 300_000, BLOCK + 5))
+                buf = rng.randbytes(n)
+                assert os.pwrite(fd, buf, off) == n
+                if off > len(model):
+                    model.extend(b"\0" * (off - len(model)))
+                model[off : off + n] = buf
+            if step % 100 == 99:
+                drop_page_cache(fd)
+                assert os.fstat(fd).st_size == len(model)
+                assert pread_exact(fd, len(model) + 10, 0) == bytes(model), f"step {step}"
+    finally:
+        os.close(fd)
+    assert read_all(d / "f") == bytes(model)
+
+
+def test_overwrite_across_chunk_boundary_of_an_existing_file(d: Path):
+    size = CHUNK + 3 * MiB
+    data = bytearray(os.urandom(size))
+    write_file(d / "f", bytes(data))
+    patch = os.urandom(2 * MiB)
+    off = CHUNK - MiB - 5
+    with open(d / "f", "r+b") as f:
+        f.seek(off)
+        f.write(patch)
+    data[off : off + len(patch)] = patch
+    fd = os.open(d / "f", os.O_RDONLY)
+    try:
+        drop_page_cache(fd)
+        got = pread_exact(fd, size + 1, 0)
+    finally:
+        os.close(fd)
+    assert len(got) == size
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+
+
+@pytest.mark.parametrize("offset", [4 * GiB - 3, 5 * GiB, 1024 * GiB + 12345])
+def test_write_at_large_offset_beyond_32_bits(d: Path, offset: int):
+    fd = os.open(d / "f", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        os.pwrite(fd, b"far away", offset)
+        assert os.fstat(fd).st_size == offset + 8
+        drop_page_cache(fd)
+        assert os.pread(fd, 12, offset - 2) == b"\0\0far away"
+        assert os.pread(fd, 8, offset // 2) == b"\0" * 8
+    finally:
+        os.close(fd)
+    os.unlink(d / "f")
+
+
 # --- sparse files and truncate ------------------------------------------------------------
 
 
@@ -742,8 +827,24 @@ def test_mknod_device_node_preserves_type_and_rdev(d: Path, kind: int, major: in
     assert stat.S_IMODE(st.st_mode) == 0o600 & ~_umask()
 
 
-def test_char_device_null_node_works_as_dev_null(d: Path):
+def mount_options(path: Path) -> set[str]:
+    """The per-mount options (nodev, nosuid, ...) of the mount holding `path`."""
+    best, opts = "", set()
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            mp = fields[4]
+            if (real == mp or real.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+                best, opts = mp, set(fields[5].split(","))
+    return opts
+
+
+def test_char_device_node_opens_the_device_unless_mounted_nodev(d: Path):
     os.mknod(d / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    if "nodev" in mount_options(d):
+        assert errno_of(os.open, d / "null", os.O_WRONLY) == errno.EACCES
+        return
     with open(d / "null", "wb") as f:
         f.write(b"discarded")
     assert read_all(d / "null") == b""

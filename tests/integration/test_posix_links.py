@@ -21,6 +21,8 @@ import pytest
 from support import Volume, force_unmount, run_cli, wait_until
 
 ON_LOCAL = bool(os.environ.get("RIVERFS_POSIX_ON_LOCAL"))
+# extra `riverfs mount` options, e.g. "--attr-timeout 0 --entry-timeout 0" to bypass kernel caches
+MOUNT_ARGS = os.environ.get("RIVERFS_POSIX_MOUNT_ARGS", "").split()
 
 AT_FDCWD = -100
 RENAME_NOREPLACE = 1
@@ -58,7 +60,7 @@ def fs_root(tmp_path_factory) -> Iterator[Path]:
     )
     try:
         run_cli("format", vol.meta_url, "--storage", vol.storage_url)
-        yield vol.mount(root / "mnt").path
+        yield vol.mount(root / "mnt", *MOUNT_ARGS).path
     finally:
         vol.cleanup()
         force_unmount(root / "mnt")
@@ -614,3 +616,25 @@ def test_rename_symlink_keeps_its_target_text(d: Path):
     os.symlink("../t", d / "l")
     os.rename(d / "l", d / "sub" / "l")
     assert os.readlink(d / "sub" / "l") == "../t"
+
+
+def test_rename_directory_over_empty_directory_in_another_parent_fixes_link_counts(d: Path):
+    os.makedirs(d / "p1" / "src" / "kid")
+    os.makedirs(d / "p2" / "dst")
+    os.rename(d / "p1" / "src", d / "p2" / "dst")
+    assert os.stat(d / "p1").st_nlink == 2
+    assert os.stat(d / "p2").st_nlink == 3
+    assert os.listdir(d / "p2" / "dst") == ["kid"]
+    assert os.stat(d / "p2" / "dst").st_nlink == 3
+
+
+def test_rename_and_link_to_another_filesystem_fail_exdev(d: Path, local: Path):
+    if os.stat(d).st_dev == os.stat(local).st_dev:
+        pytest.skip("needs the mount and the local disk to differ")
+    write(d / "f", b"")
+    os.mkdir(d / "dir")
+    assert errno_of(os.rename, d / "f", local / "f") == errno.EXDEV
+    assert errno_of(os.rename, d / "dir", local / "dir") == errno.EXDEV
+    assert errno_of(os.link, d / "f", local / "f") == errno.EXDEV
+    write(local / "l", b"")
+    assert errno_of(os.rename, local / "l", d / "l") == errno.EXDEV

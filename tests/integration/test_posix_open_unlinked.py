@@ -21,6 +21,8 @@ import pytest
 from support import Volume, force_unmount, run_cli, wait_until
 
 ON_LOCAL = bool(os.environ.get("RIVERFS_POSIX_ON_LOCAL"))
+# extra `riverfs mount` options, e.g. "--attr-timeout 0 --entry-timeout 0" to bypass kernel caches
+MOUNT_ARGS = os.environ.get("RIVERFS_POSIX_MOUNT_ARGS", "").split()
 riverfs_only = pytest.mark.skipif(ON_LOCAL, reason="riverfs-specific expectation")
 
 MiB = 1024 * 1024
@@ -42,7 +44,7 @@ def volume_and_root(tmp_path_factory) -> Iterator[tuple[Volume | None, Path]]:
     )
     try:
         run_cli("format", vol.meta_url, "--storage", vol.storage_url)
-        yield vol, vol.mount(root / "mnt").path
+        yield vol, vol.mount(root / "mnt", *MOUNT_ARGS).path
     finally:
         vol.cleanup()
         force_unmount(root / "mnt")

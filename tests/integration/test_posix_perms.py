@@ -22,6 +22,8 @@ import pytest
 from support import Volume, force_unmount, run_cli
 
 ON_LOCAL = bool(os.environ.get("RIVERFS_POSIX_ON_LOCAL"))
+# extra `riverfs mount` options, e.g. "--attr-timeout 0 --entry-timeout 0" to bypass kernel caches
+MOUNT_ARGS = os.environ.get("RIVERFS_POSIX_MOUNT_ARGS", "").split()
 riverfs_only = pytest.mark.skipif(ON_LOCAL, reason="riverfs-specific expectation")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
@@ -45,7 +47,7 @@ def fs_root(tmp_path_factory) -> Iterator[Path]:
     )
     try:
         run_cli("format", vol.meta_url, "--storage", vol.storage_url)
-        yield vol.mount(root / "mnt").path
+        yield vol.mount(root / "mnt", *MOUNT_ARGS).path
     finally:
         vol.cleanup()
         force_unmount(root / "mnt")
@@ -437,24 +439,36 @@ def test_write_by_non_root_clears_setuid_and_setgid(d: Path, local: Path):
     assert (d / "f").read_bytes() == b"Original"
 
 
-def test_write_by_non_root_keeps_setgid_without_group_execute_only_for_group_members(
-    d: Path, local: Path
-):
-    """setgid without g+x (not a setgid executable) is kept when the writer is in the group."""
+def test_write_by_group_member_keeps_setgid_without_group_execute(d: Path, local: Path):
+    """setgid without g+x is not a setgid executable: a write by a group member keeps it."""
 
     def scenario(base: Path):
-        write(base / "member", b"data", 0o6766, owner=(0, NOBODY))
-        write(base / "nonmember", b"data", 0o6766, owner=(0, 0))
+        write(base / "f", b"data", 0o6766, owner=(0, NOBODY))
 
         def attempt():
-            for name in ("member", "nonmember"):
-                with open(name, "ab") as f:
-                    f.write(b"!")
+            with open("f", "ab") as f:
+                f.write(b"!")
 
         as_user(base, attempt)
-        return oct(mode_of(base / "member")), oct(mode_of(base / "nonmember"))
+        return oct(mode_of(base / "f"))
 
-    same_outcome(scenario, d, local, (oct(0o2766), oct(0o766)))
+    same_outcome(scenario, d, local, oct(0o2766))
+
+
+def test_write_by_non_member_clears_setgid_even_without_group_execute(d: Path, local: Path):
+    """Linux (setattr_should_drop_sgid): a writer outside the file's group loses S_ISGID."""
+
+    def scenario(base: Path):
+        write(base / "f", b"data", 0o2766, owner=(0, 0))
+
+        def attempt():
+            with open("f", "ab") as f:
+                f.write(b"!")
+
+        as_user(base, attempt)
+        return oct(mode_of(base / "f"))
+
+    same_outcome(scenario, d, local, oct(0o766))
 
 
 def test_truncate_by_non_root_clears_setuid(d: Path, local: Path):
@@ -532,3 +546,35 @@ def test_setgid_directory_passes_its_group_and_setgid_bit_to_new_entries(d: Path
             ("subdir_by_nobody", NOBODY, 4242, True),
         ],
     )
+
+
+def test_non_root_cannot_create_device_nodes(d: Path, local: Path):
+    def scenario(base: Path):
+        os.chmod(base, 0o777)
+        try:
+            return (
+                E(as_user(base, lambda: errno_of(os.mknod, "c", 0o600 | stat.S_IFCHR, 0x103))),
+                E(as_user(base, lambda: errno_of(os.mkfifo, "fifo"))),
+            )
+        finally:
+            os.chmod(base, 0o755)
+
+    same_outcome(scenario, d, local, ("EPERM", "OK"))
+
+
+def test_file_created_in_setgid_directory_by_non_member_loses_requested_setgid(
+    d: Path, local: Path
+):
+    def scenario(base: Path):
+        os.mkdir(base / "shared")
+        os.chown(base / "shared", 0, 4242)
+        os.chmod(base / "shared", 0o2777)
+
+        def create():
+            os.close(os.open("shared/f", os.O_CREAT | os.O_WRONLY, 0o2755))
+            st = os.stat("shared/f")
+            return st.st_gid, oct(stat.S_IMODE(st.st_mode))
+
+        return as_user(base, create)
+
+    same_outcome(scenario, d, local, (4242, oct(0o755)))

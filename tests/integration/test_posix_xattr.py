@@ -19,6 +19,8 @@ import pytest
 from support import Volume, force_unmount, run_cli, wait_until
 
 ON_LOCAL = bool(os.environ.get("RIVERFS_POSIX_ON_LOCAL"))
+# extra `riverfs mount` options, e.g. "--attr-timeout 0 --entry-timeout 0" to bypass kernel caches
+MOUNT_ARGS = os.environ.get("RIVERFS_POSIX_MOUNT_ARGS", "").split()
 riverfs_only = pytest.mark.skipif(ON_LOCAL, reason="riverfs-specific expectation")
 
 
@@ -37,7 +39,7 @@ def fs_root(tmp_path_factory) -> Iterator[Path]:
     )
     try:
         run_cli("format", vol.meta_url, "--storage", vol.storage_url)
-        yield vol.mount(root / "mnt").path
+        yield vol.mount(root / "mnt", *MOUNT_ARGS).path
     finally:
         vol.cleanup()
         force_unmount(root / "mnt")
