@@ -119,7 +119,12 @@ def _ensure_default_volume() -> str:
     type=click.Path(path_type=Path),
     help="Block cache directory (default ~/.cache/riverfs).",
 )
-@click.option("--cache-size", default="10G", show_default=True, help="Disk cache limit (0: off).")
+@click.option(
+    "--cache-size",
+    default="auto",
+    show_default=True,
+    help="Disk cache limit, e.g. 10G (0: off; auto: 10G, off for a file:// store).",
+)
 @click.option("--buffer-size", default="256M", show_default=True, help="Write buffer memory.")
 @click.option("--attr-timeout", default=1.0, show_default=True, help="Kernel attribute cache (s).")
 @click.option("--entry-timeout", default=1.0, show_default=True, help="Kernel entry cache (s).")
@@ -184,7 +189,7 @@ def _mount(
     cache_dir = Path(os.path.abspath(cache_dir)) if cache_dir else default_cache_dir()
     options = MountOptions(
         cache_dir=cache_dir,
-        cache_size=parse_size(cache_size),
+        cache_size=None if cache_size == "auto" else parse_size(cache_size),
         buffer_size=max(parse_size(buffer_size), 16 << 20),
         attr_timeout=attr_timeout,
         entry_timeout=entry_timeout,

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 pyfuse3.asyncio.enable()
 
+DEFAULT_CACHE_SIZE = 10 << 30
+LOCAL_SCHEMES = ("file:", "memory:")
+
 
 def fuse_device() -> str:
     return os.environ.get("RIVERFS_FUSE_DEVICE", "/dev/fuse")
@@ -70,10 +73,11 @@ async def serve(
     """Mount, call `on_ready`, serve requests; on exit flush everything and unmount."""
     settings = volume.settings
     cache = None
-    if options.cache_size > 0:
-        cache = DiskCache(
-            options.cache_dir / settings.uuid, options.cache_size, options.cache_min_free
-        )
+    cache_size = options.cache_size
+    if cache_size is None:  # a local store is its own cache: caching it only doubles writes
+        cache_size = 0 if settings.storage.startswith(LOCAL_SCHEMES) else DEFAULT_CACHE_SIZE
+    if cache_size > 0:
+        cache = DiskCache(options.cache_dir / settings.uuid, cache_size, options.cache_min_free)
     blocks = BlockStore(
         volume.store,
         settings.block_size,
