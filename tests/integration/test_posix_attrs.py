@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 import re
 import stat
@@ -339,6 +340,37 @@ def test_read_updates_atime_when_older_than_mtime(d: Path):
     wait_until(lambda: os.stat(d / "f").st_atime_ns > OLD, timeout=3)
 
 
+def test_listing_a_directory_updates_its_atime_when_older_than_mtime(d: Path):
+    os.mkdir(d / "sub")
+    write(d / "sub" / "f", b"")
+    os.utime(d / "sub", ns=(OLDER, OLD))
+    assert os.listdir(d / "sub") == ["f"]
+    wait_until(lambda: os.stat(d / "sub").st_atime_ns > OLD, timeout=3)
+
+
+def test_write_through_shared_mmap_updates_mtime(d: Path):
+    write(d / "f", b"\0" * 8192)
+    os.utime(d / "f", ns=(OLD, OLD))
+    with open(d / "f", "r+b") as f:
+        m = mmap.mmap(f.fileno(), 0)
+        try:
+            m[100:105] = b"hello"
+            m.flush()
+        finally:
+            m.close()
+    wait_until(lambda: os.stat(d / "f").st_mtime_ns > OLD, timeout=3)
+
+
+def test_read_keeps_an_atime_newer_than_mtime_and_ctime(d: Path):
+    """relatime: no update when atime is after mtime and ctime and less than a day old."""
+    write(d / "f", b"data")
+    future = time.time_ns() + 3600 * SEC
+    os.utime(d / "f", ns=(future, OLD))
+    with open(d / "f", "rb") as f:
+        assert f.read() == b"data"
+    assert os.stat(d / "f").st_atime_ns == future
+
+
 def test_read_does_not_change_mtime_or_ctime(d: Path):
     write(d / "f", b"abc")
     ctime = age(d / "f")
@@ -467,6 +499,18 @@ def test_inode_numbers_are_unique_and_not_reused_while_file_is_open(d: Path):
             assert os.stat(d / f"n{i}").st_ino != held
     finally:
         os.close(fd)
+
+
+@riverfs_only  # ext4 reuses inode numbers; riverfs promises not to (docs/SEMANTICS.md)
+def test_inode_numbers_of_deleted_files_are_not_handed_out_again(d: Path):
+    gone = set()
+    for i in range(100):
+        write(d / f"f{i}", b"")
+        gone.add(os.stat(d / f"f{i}").st_ino)
+        os.unlink(d / f"f{i}")
+    for i in range(100):
+        os.mkdir(d / f"n{i}")
+        assert os.stat(d / f"n{i}").st_ino not in gone
 
 
 def test_all_files_of_the_mount_share_st_dev(d: Path, fs_root: Path):

@@ -11,6 +11,7 @@ mount: that checks the tests themselves against what the kernel's own filesystem
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import mmap
 import os
@@ -18,6 +19,7 @@ import random
 import re
 import shutil
 import socket
+import sqlite3
 import stat
 import subprocess
 import threading
@@ -530,6 +532,184 @@ def test_write_at_large_offset_beyond_32_bits(d: Path, offset: int):
     finally:
         os.close(fd)
     os.unlink(d / "f")
+
+
+def test_concurrent_o_append_writers_never_interleave_or_lose_records(d: Path):
+    os.close(os.open(d / "log", os.O_CREAT | os.O_WRONLY, 0o644))
+    errors: list[BaseException] = []
+
+    def appender(w: int):
+        try:
+            fd = os.open(d / "log", os.O_WRONLY | os.O_APPEND)
+            try:
+                for i in range(300):
+                    record = f"writer {w} record {i:04d} ".encode() + b"." * (w * 37 % 200) + b"\n"
+                    assert os.write(fd, record) == len(record)
+            finally:
+                os.close(fd)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=appender, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    lines = read_all(d / "log").split(b"\n")
+    assert lines[-1] == b""
+    lines = lines[:-1]
+    assert len(lines) == 1200
+    for w in range(4):
+        mine = [ln for ln in lines if ln.startswith(f"writer {w} ".encode())]
+        assert mine == [
+            f"writer {w} record {i:04d} ".encode() + b"." * (w * 37 % 200) for i in range(300)
+        ]
+
+
+def test_trailing_slash_on_a_file_fails_enotdir(d: Path, local: Path):
+    def open_it(base: Path):
+        write_file(base / "f", b"")
+        os.open(f"{base}/f/", os.O_RDONLY)
+
+    def rename_to_it(base: Path):
+        os.rename(f"{base}/f", f"{base}/g/")
+
+    same_errno(open_it, d, local, errno.ENOTDIR)
+    same_errno(lambda base: os.stat(f"{base}/f/"), d, local, errno.ENOTDIR)
+    same_errno(rename_to_it, d, local, errno.ENOTDIR)
+
+
+def test_unicode_names_are_not_normalized(d: Path):
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    write_file(d / nfc, b"composed")
+    write_file(d / nfd, b"decomposed")
+    assert sorted(os.listdir(d)) == sorted([nfc, nfd])
+    assert read_all(d / nfc) == b"composed"
+    assert read_all(d / nfd) == b"decomposed"
+
+
+def test_o_tmpfile_works_or_is_refused_with_eopnotsupp(d: Path):
+    try:
+        fd = os.open(d, os.O_TMPFILE | os.O_RDWR, 0o600)
+    except OSError as e:
+        assert e.errno == errno.EOPNOTSUPP, f"O_TMPFILE failed with {errno.errorcode[e.errno]}"
+        return
+    try:
+        os.write(fd, b"anonymous")
+        assert os.pread(fd, 20, 0) == b"anonymous"
+        assert os.listdir(d) == []
+    finally:
+        os.close(fd)
+
+
+def test_posix_fallocate_extends_file_with_zeros(d: Path):
+    write_file(d / "f", b"head")
+    fd = os.open(d / "f", os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, 2 * MiB)
+        assert os.fstat(fd).st_size == 2 * MiB
+        assert os.pread(fd, 8, 0) == b"head\0\0\0\0"
+        assert pread_exact(fd, MiB, MiB) == b"\0" * MiB
+    finally:
+        os.close(fd)
+
+
+def _try_lock_in_child(path: Path, kind: str) -> int:
+    """Fork a process that tries a non-blocking lock; return the errno it got (0: locked)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            fd = os.open(path, os.O_RDWR)
+            try:
+                if kind == "posix":
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                else:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                code = e.errno
+        except BaseException:
+            code = 255
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.parametrize("kind", ["posix", "flock"])
+def test_file_locks_conflict_between_processes(d: Path, kind: str):
+    write_file(d / "lockfile", b"")
+    fd = os.open(d / "lockfile", os.O_RDWR)
+    try:
+        if kind == "posix":
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        assert _try_lock_in_child(d / "lockfile", kind) in (errno.EAGAIN, errno.EACCES)
+        if kind == "posix":
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        assert _try_lock_in_child(d / "lockfile", kind) == 0
+    finally:
+        os.close(fd)
+
+
+def test_sqlite_database_on_the_mount(d: Path):
+    db = sqlite3.connect(d / "test.db")
+    try:
+        db.execute("create table t (k integer primary key, v blob)")
+        for batch in range(20):
+            with db:
+                db.executemany(
+                    "insert into t values (?, ?)",
+                    [(batch * 100 + i, os.urandom(500)) for i in range(100)],
+                )
+        with db:
+            db.execute("delete from t where k % 3 = 0")
+            db.execute("update t set v = x'00' where k % 3 = 1")
+        db.execute("vacuum")
+    finally:
+        db.close()
+    db = sqlite3.connect(d / "test.db")
+    try:
+        assert db.execute("pragma integrity_check").fetchone() == ("ok",)
+        assert db.execute("select count(*) from t").fetchone() == (2000 - 667,)
+        assert db.execute("select count(*) from t where v = x'00'").fetchone() == (667,)
+    finally:
+        db.close()
+
+
+def test_pwrite_on_o_append_fd_appends_regardless_of_offset(d: Path, local: Path):
+    for base in (local, d):
+        write_file(base / "f", b"abc")
+        fd = os.open(base / "f", os.O_WRONLY | os.O_APPEND)
+        try:
+            os.pwrite(fd, b"XY", 0)  # Linux ignores the offset with O_APPEND
+        finally:
+            os.close(fd)
+    assert read_all(local / "f") == b"abcXY"
+    assert read_all(d / "f") == b"abcXY"
+
+
+def test_o_direct_aligned_write_and_read(d: Path):
+    size = MiB
+    buf = mmap.mmap(-1, size)  # page-aligned memory
+    data = os.urandom(size)
+    buf[:] = data
+    try:
+        fd = os.open(d / "f", os.O_CREAT | os.O_RDWR | os.O_DIRECT, 0o644)
+    except OSError as e:
+        pytest.fail(f"O_DIRECT open failed: {errno.errorcode[e.errno]}")
+    try:
+        assert os.pwritev(fd, [buf], 0) == size
+        out = mmap.mmap(-1, size)
+        assert os.preadv(fd, [out], 0) == size
+        assert out[:] == data
+    finally:
+        os.close(fd)
+    assert read_all(d / "f") == data
 
 
 # --- sparse files and truncate ------------------------------------------------------------
