@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -560,6 +561,7 @@ def machine_info() -> dict[str, str]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "free -h": free,
+        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 
@@ -679,6 +681,7 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
 
     info = machine_info()
     root = Path(tempfile.mkdtemp(prefix="riverfs-bench-", dir=args.tmp))
@@ -727,7 +730,14 @@ def main() -> int:
         f"riverfs benchmark, {info['date']}: {info['nproc']} CPUs ({info['cpu']}), "
         f"{info['memory']} RAM, Linux {info['kernel']}, Python {info['python']}"
     )
-    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    exe = sys.executable
+    if exe.startswith(os.getcwd() + "/"):
+        exe = os.path.relpath(exe)
+    print(f"command: {shlex.join([exe, *sys.argv])}")
+    end_load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average (1/5/15 min): {info['load']} at the start, {end_load} at the end")
+    if args.repeat > 1:
+        print(f"each figure: the best of {args.repeat} rounds")
     print()
     if results:
         print(table(results, args))
