@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,22 @@ def volume(tmp_path: Path):
 def mnt(volume: Volume) -> Path:
     """The mountpoint of `volume`, mounted in the background; unmounted at teardown."""
     return volume.mount().path
+
+
+_exit_status = 0
+
+
+def pytest_sessionfinish(session, exitstatus):
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    """Exit without interpreter finalization.
+
+    obstore's tokio worker threads can race Python's finalization and abort the process after
+    every test passed (pyo3-async-runtimes issue 40); the CLI leaves the same way.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_exit_status)

@@ -20,6 +20,8 @@ from riverfs.objects import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
 
+INLINE_CODEC_BYTES = 64 << 10
+
 
 class BlockStore:
     def __init__(
@@ -46,6 +48,12 @@ class BlockStore:
 
     async def _run(self, fn, *args: Any):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def _code(self, fn, data, arg):
+        """Encode or decode: small blocks inline (a thread hop costs more), large in the pool."""
+        if len(data) <= INLINE_CODEC_BYTES:
+            return fn(data, arg)
+        return await self._run(fn, data, arg)
 
     # ---- reading --------------------------------------------------------------------------
 
@@ -78,7 +86,7 @@ class BlockStore:
             raw = await self._run(self.cache.get, key)
             if raw is not None:
                 try:
-                    return await self._run(decode_block, raw, key)
+                    return await self._code(decode_block, raw, key)
                 except BlockCorrupt as e:
                     log.warning("dropping corrupt cached block: %s", e)
                     await self._run(self.cache.discard, key)
@@ -86,7 +94,7 @@ class BlockStore:
             raw = await self.store.get(key)
         except ObjectNotFound as e:
             raise BlockCorrupt(f"{key}: object missing from the store") from e
-        data = await self._run(decode_block, raw, key)
+        data = await self._code(decode_block, raw, key)
         if self.cache is not None:
             await self._run(self.cache.put, key, raw)
         return data
@@ -122,7 +130,7 @@ class BlockStore:
     async def save(self, slice_id: int, index: int, data: bytes | bytearray) -> None:
         """Encode and upload one block; cache its stored form."""
         key = block_key(slice_id, index, len(data))
-        raw = await self._run(encode_block, data, self.compression)
+        raw = await self._code(encode_block, data, self.compression)
         await self.store.put(key, raw)
         if self.cache is not None:
             await self._run(self.cache.put, key, raw)

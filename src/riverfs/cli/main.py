@@ -66,9 +66,11 @@ def cli() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing volume.")
 def format_cmd(meta_url, storage_url, block_size, compress, capacity, force) -> None:
     """Create a volume (default: the one in ~/.local/share/riverfs/default)."""
+    from riverfs.meta import check_meta_url
     from riverfs.vfs.volume import format_volume
 
     meta_url = meta_url or default_meta_url()
+    check_meta_url(meta_url)
     storage_url = storage_url or default_storage_url(meta_url)
     bs = parse_size(block_size)
     if not 64 << 10 <= bs <= CHUNK_SIZE:
@@ -295,26 +297,40 @@ def status(meta_url) -> None:
 
 
 def main() -> None:
+    code = _run()
+    # Leave without interpreter finalization: obstore's tokio worker threads can race it and
+    # abort the process after all work is done (pyo3-async-runtimes issue 40). Everything
+    # the commands own is closed by now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run() -> int:
+    """Run the command line; return the exit code."""
     debug = "--debug" in sys.argv
     try:
         cli.main(standalone_mode=False)
+        return 0
     except click.exceptions.Abort:
         click.echo("riverfs: aborted", err=True)
-        sys.exit(1)
+        return 1
+    except click.exceptions.Exit as e:
+        return e.exit_code
     except click.ClickException as e:
         e.show()
-        sys.exit(e.exit_code)
+        return e.exit_code
     except RiverError as e:
         click.echo(f"riverfs: error: {e}", err=True)
-        sys.exit(1)
+        return 1
     except KeyboardInterrupt:
-        sys.exit(130)
+        return 130
     except OSError as e:
         if debug:
             raise
         where = f" ({e.filename})" if e.filename else ""
         click.echo(f"riverfs: error: {e.strerror or e}{where}", err=True)
-        sys.exit(1)
+        return 1
     except Exception as e:
         if debug:
             raise
@@ -322,4 +338,4 @@ def main() -> None:
             f"riverfs: unexpected error: {type(e).__name__}: {e} (run with --debug for details)",
             err=True,
         )
-        sys.exit(1)
+        return 1

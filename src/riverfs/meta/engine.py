@@ -38,7 +38,31 @@ RENAME_EXCHANGE = 2
 _ATTR_COLS = "inode, mode, nlink, uid, gid, rdev, length, stored, atime, mtime, ctime, parent"
 _ATTR_COLS_N = ", ".join(f"n.{c.strip()}" for c in _ATTR_COLS.split(","))
 
+_ATTR_MARKS = ", ".join("?" * len(_ATTR_COLS.split(",")))
+
 InUse = Callable[[int], bool]
+
+
+class DuplicateKey(Exception):
+    """An INSERT hit a unique key (engines raise it for their own integrity errors)."""
+
+
+def attr_row(attr: Attr) -> tuple:
+    """An Attr as the values of _ATTR_COLS, in order."""
+    return (
+        attr.inode,
+        attr.mode,
+        attr.nlink,
+        attr.uid,
+        attr.gid,
+        attr.rdev,
+        attr.size,
+        attr.stored,
+        attr.atime,
+        attr.mtime,
+        attr.ctime,
+        attr.parent,
+    )
 
 
 def now_ns() -> int:
@@ -290,8 +314,6 @@ class Meta:
 
         async def fn(tx):
             pattr = await self._dir(tx, parent)
-            if await tx.one("SELECT 1 FROM edges WHERE parent = ? AND name = ?", parent, name):
-                raise FSError(errno.EEXIST)
             nonlocal gid, mode
             if pattr.mode & stat.S_ISGID:  # BSD group semantics of a setgid directory
                 gid = pattr.gid
@@ -299,29 +321,24 @@ class Meta:
                     mode |= stat.S_ISGID
             is_dir = stat.S_ISDIR(mode)
             t = now_ns()
-            length = len(target) if target is not None else 0
+            try:
+                await tx.run(
+                    "INSERT INTO edges (parent, name, inode) VALUES (?, ?, ?)", parent, name, inode
+                )
+            except DuplicateKey:
+                raise FSError(errno.EEXIST) from None
+            attr = Attr(
+                inode, mode, 2 if is_dir else 1, uid, gid, rdev,
+                len(target) if target is not None else 0, 0, t, t, t, parent,
+            )  # fmt: skip
             await tx.run(
-                f"INSERT INTO nodes ({_ATTR_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
-                inode,
-                mode,
-                2 if is_dir else 1,
-                uid,
-                gid,
-                rdev,
-                length,
-                t,
-                t,
-                t,
-                parent,
-            )
-            await tx.run(
-                "INSERT INTO edges (parent, name, inode) VALUES (?, ?, ?)", parent, name, inode
+                f"INSERT INTO nodes ({_ATTR_COLS}) VALUES ({_ATTR_MARKS})", *attr_row(attr)
             )
             if target is not None:
                 await tx.run("INSERT INTO symlinks VALUES (?, ?)", inode, target)
             await self._touch_dir(tx, parent, t, 1 if is_dir else 0)
             await tx.run("UPDATE counters SET value = value + 1 WHERE name = 'inodes'")
-            return await self._must_attr(tx, inode)
+            return attr
 
         return await self.db.txn(fn)
 

@@ -9,6 +9,7 @@ rule, recorded in docs/ARCHITECTURE.md). `busy_timeout` is kept short and a busy
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
 import sqlite3
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from riverfs.errors import FSError, RiverError
+from riverfs.meta.engine import DuplicateKey
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,7 +44,10 @@ class SQLiteTx:
 
     async def run(self, sql: str, *params: Any) -> int:
         """Execute; return the number of rows changed."""
-        return self._conn.execute(sql, params).rowcount
+        try:
+            return self._conn.execute(sql, params).rowcount
+        except sqlite3.IntegrityError as e:
+            raise DuplicateKey(str(e)) from e
 
     async def insert(self, sql: str, *params: Any) -> int:
         """Execute an INSERT; return the new row's id."""
@@ -85,12 +90,14 @@ class SQLiteDatabase:
                             self._conn.execute("ROLLBACK")
                         raise
                 except sqlite3.OperationalError as e:
+                    if "disk is full" in str(e):
+                        raise FSError(errno.ENOSPC, f"metadata database {self.path}: {e}") from e
                     if not any(m in str(e) for m in _BUSY_MESSAGES):
                         raise
                     log.debug("database busy (attempt %d): %s", attempt + 1, e)
             await asyncio.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 0.2)
-        raise FSError(5, f"metadata database {self.path} stayed busy")  # EIO
+        raise FSError(errno.EIO, f"metadata database {self.path} stayed busy")
 
     def checkpoint(self) -> None:
         """Make every committed transaction durable on disk (WAL synced into the database)."""

@@ -1,5 +1,12 @@
 """Object storage: one async interface over obstore, used for all store I/O."""
 
-from riverfs.objects.store import ObjectInfo, ObjectNotFound, ObjectStore, StoreError, open_store
+from riverfs.objects.store import (
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectStore,
+    StoreError,
+    StoreFull,
+    open_store,
+)
 
-__all__ = ["ObjectInfo", "ObjectNotFound", "ObjectStore", "StoreError", "open_store"]
+__all__ = ["ObjectInfo", "ObjectNotFound", "ObjectStore", "StoreError", "StoreFull", "open_store"]

@@ -37,6 +37,10 @@ class ObjectNotFound(StoreError):
     """The object does not exist."""
 
 
+class StoreFull(StoreError):
+    """The store has no space left (a local store on a full disk, or a quota)."""
+
+
 @dataclass(slots=True, frozen=True)
 class ObjectInfo:
     key: str
@@ -73,7 +77,10 @@ class ObjectStore:
         try:
             await obstore.put_async(self._store, key, data)
         except Exception as e:
-            raise StoreError(f"put {key}: {e}") from e
+            message = str(e).split("\n", 1)[0]
+            if "No space left on device" in message or "StorageFull" in str(e):
+                raise StoreFull(f"put {key}: {message}") from e
+            raise StoreError(f"put {key}: {message}") from e
 
     async def head(self, key: str) -> ObjectInfo:
         try:

@@ -138,9 +138,11 @@ class VFS:
         w = self._writers.get(inode)
         if w is not None and w.dirty:
             try:
-                await w.flush()
+                attr = await w.flush()
             finally:
                 self.reader.invalidate(inode)
+            if attr is not None:
+                self._keep_cache(attr)  # the kernel's pages hold exactly what we committed
 
     def _note_removed(self, attr: Attr | None) -> None:
         """An entry of `attr` was removed: remember it if it lives on through open handles."""
@@ -308,11 +310,6 @@ class VFS:
                 self._sustained.discard(h.inode)
                 if await self.meta.release(h.inode):
                     self.deleter.poke()
-            else:
-                try:
-                    self._keep_cache(await self.meta.getattr(h.inode))
-                except FSError:
-                    pass
 
     # ---- volume and extended attributes ---------------------------------------------------
 

@@ -18,8 +18,9 @@ from riverfs.chunk.block import CHUNK_SIZE
 from riverfs.chunk.budget import BufferBudget
 from riverfs.chunk.store import BlockStore
 from riverfs.errors import FSError
-from riverfs.meta import Meta
+from riverfs.meta import Attr, Meta
 from riverfs.meta.slices import Slice
+from riverfs.objects import StoreFull
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class FileWriter:
         self._committing: list[SliceBuffer] = []  # being flushed right now
         self.mtime = 0
         self._commit = asyncio.Lock()
+        self._failed: BaseException | None = None  # first failed upload since the last flush
 
     @property
     def dirty(self) -> bool:
@@ -78,6 +80,8 @@ class FileWriter:
         return max((s.file_end for s in (*self._committing, *self.slices)), default=0)
 
     async def write(self, offset: int, data: bytes) -> None:
+        if self._failed is not None:  # fail fast: the store refused earlier blocks
+            raise _upload_error(self._failed)
         view = memoryview(data)
         while view:
             index, pos = divmod(offset, CHUNK_SIZE)
@@ -125,22 +129,28 @@ class FileWriter:
         try:
             async with self._upload_slots:
                 await self.blocks.save(slice_id, index, block)
+        except Exception as e:
+            self._failed = self._failed or e
+            raise
         finally:
             self.budget.release(len(block))
 
-    async def flush(self) -> None:
-        """Upload and commit everything written so far; EIO if the store failed."""
+    async def flush(self) -> Attr | None:
+        """Upload and commit everything written so far; EIO if the store failed.
+
+        Returns the file's attributes after the commit (None if there was nothing to commit).
+        """
         async with self._commit:
             slices, self.slices = self.slices, []
             if not slices:
-                return
+                return None
             self._committing = slices
             try:
-                await self._commit_slices(slices)
+                return await self._commit_slices(slices)
             finally:
                 self._committing = []
 
-    async def _commit_slices(self, slices: list[SliceBuffer]) -> None:
+    async def _commit_slices(self, slices: list[SliceBuffer]) -> Attr | None:
         for s in slices:
             if s.buf:
                 self._upload(s, bytes(s.buf))
@@ -157,7 +167,13 @@ class FileWriter:
                 len(failures),
                 failures[0],
             )
-            raise FSError(errno.EIO, f"upload failed: {failures[0]}")
+            self._failed = None
+            raise _upload_error(failures[0])
         records = [(s.index, Slice(s.pos, s.id, s.length, 0, s.length)) for s in slices]
         length = max(s.file_end for s in slices)
-        await self.meta.write_slices(self.inode, records, length, self.mtime)
+        return await self.meta.write_slices(self.inode, records, length, self.mtime)
+
+
+def _upload_error(cause: BaseException) -> FSError:
+    code = errno.ENOSPC if isinstance(cause, StoreFull) else errno.EIO
+    return FSError(code, f"upload failed: {cause}")
