@@ -244,6 +244,26 @@ def test_format_with_force_replaces_existing_volume_with_empty_one(volume: Volum
     assert (m.path / "new").read_bytes() == b"new data"
 
 
+def test_format_refuses_store_that_holds_another_volume_without_force(volume: Volume, tmp_path):
+    other = f"sqlite://{tmp_path}/other.db"
+    proc = run_cli("format", other, "--storage", volume.storage_url, check=False)
+    assert_one_line_error(proc, "--force")
+    m = volume.mount()  # the first volume still owns its store
+    (m.path / "f").write_bytes(b"still mine")
+    assert (m.path / "f").read_bytes() == b"still mine"
+
+
+def test_mount_refuses_store_that_was_reformatted_for_another_volume(volume: Volume, tmp_path):
+    other = f"sqlite://{tmp_path}/other.db"
+    run_cli("format", other, "--storage", volume.storage_url, "--force")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    args = [volume.meta_url, str(mnt), "--background", "--cache-dir", str(volume.cache_dir)]
+    proc = run_cli("mount", *args, check=False, timeout=60)
+    assert_one_line_error(proc, "belongs to")
+    assert_nothing_mounted_or_running(mnt)
+
+
 # -- fuse device missing -------------------------------------------------------------------
 
 
@@ -274,6 +294,22 @@ def test_umount_of_plain_directory_fails_naming_it(tmp_path):
 def test_umount_of_missing_path_fails_naming_it(tmp_path):
     missing = tmp_path / "missing"
     assert_one_line_error(run_cli("umount", str(missing), check=False), str(missing))
+
+
+def test_umount_of_busy_mount_fails_saying_busy_and_keeps_serving(volume: Volume):
+    m = volume.mount()
+    fd = os.open(m.path / "open", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        os.write(fd, b"busy")
+        proc = run_cli("umount", str(m.path), check=False, timeout=60)
+        assert_one_line_error(proc, "busy")
+        assert is_mounted(m.path)
+        assert os.pread(fd, 4, 0) == b"busy"
+    finally:
+        os.close(fd)
+    m.umount()
+    m = volume.mount(m.path)
+    assert (m.path / "open").read_bytes() == b"busy"
 
 
 # -- usage errors ----------------------------------------------------------------------------

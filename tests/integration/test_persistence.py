@@ -391,3 +391,36 @@ def test_volume_mounts_and_works_after_repeated_kill9(volume: Volume):
         m = remount(volume, m)
         for r in range(round_ + 1):
             assert (m.path / f"r{r}").read_bytes() == data(50 + r, 300_000)
+
+
+def test_one_pib_sparse_file_persists_with_its_few_stored_bytes(volume: Volume):
+    """Costs follow stored bytes, not logical size: a 1 PiB sparse file round-trips quickly."""
+    pib = 1 << 50
+    m = volume.mount()
+    p = m.path / "huge"
+    with open(p, "wb") as f:
+        f.truncate(pib)
+        f.seek(1 << 40)
+        f.write(b"middle")
+        f.seek(pib - 4)
+        f.write(b"tail")
+    before = {f: getattr(os.stat(p), f) for f in STAT_FIELDS}
+    assert before["st_size"] == pib
+    m.umount()
+    m = remount(volume, m)
+    p = m.path / "huge"
+    assert {f: getattr(os.stat(p), f) for f in STAT_FIELDS} == before
+    with open(p, "rb") as f:
+        assert os.pread(f.fileno(), 10, (1 << 40) - 2) == b"\0\0middle\0\0"
+        assert os.pread(f.fileno(), 8, pib - 8) == b"\0\0\0\0tail"
+        assert os.pread(f.fileno(), 4096, 12_345_678_901_234) == bytes(4096)
+        assert os.pread(f.fileno(), 10, pib) == b""
+    os.truncate(p, (1 << 40) + 3)
+    m.umount()
+    m = remount(volume, m)
+    p = m.path / "huge"
+    assert os.stat(p).st_size == (1 << 40) + 3
+    with open(p, "rb") as f:
+        assert os.pread(f.fileno(), 10, (1 << 40) - 2) == b"\0\0mid"
+    os.unlink(p)
+    assert os.listdir(m.path) == []
