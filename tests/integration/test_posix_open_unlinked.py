@@ -306,3 +306,31 @@ def test_statfs_space_of_unlinked_open_file_is_released_after_last_close(d: Path
     finally:
         os.close(fd)
     wait_until(lambda: used() <= base + 64 * 1024, timeout=60)
+
+
+def test_unlink_with_pending_writes_then_close_succeeds_and_cleans_up(d: Path, store: Path | None):
+    before = objects(store)
+    fd = os.open(d / "f", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        os.write(fd, os.urandom(3 * BLOCK))  # not fsynced
+        os.unlink(d / "f")
+        os.write(fd, b"more")
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        assert os.pread(fd, 4, 3 * BLOCK) == b"more"
+    finally:
+        os.close(fd)  # must not fail
+    if store is not None:
+        wait_until(lambda: not (objects(store) - before), timeout=60)
+
+
+def test_rename_of_file_with_pending_writes_keeps_the_data(d: Path):
+    os.mkdir(d / "a")
+    fd = os.open(d / "a" / "f", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        os.write(fd, b"first half ")
+        os.rename(d / "a" / "f", d / "g")
+        os.rename(d / "a", d / "b")
+        os.write(fd, b"second half")
+    finally:
+        os.close(fd)
+    assert read(d / "g") == b"first half second half"
