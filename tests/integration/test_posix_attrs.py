@@ -319,6 +319,44 @@ def test_write_updates_mtime_and_ctime(d: Path):
     assert st.st_ctime_ns > ctime
 
 
+def test_mtime_of_a_write_is_visible_before_close(d: Path):
+    write(d / "f", b"")
+    os.utime(d / "f", ns=(OLD, OLD))
+    fd = os.open(d / "f", os.O_WRONLY)
+    try:
+        before = time.time_ns()
+        os.write(fd, b"data")
+        assert is_recent(os.stat(d / "f").st_mtime_ns, before)
+        assert is_recent(os.fstat(fd).st_mtime_ns, before)
+    finally:
+        os.close(fd)
+
+
+def test_times_set_after_writing_but_before_close_are_kept(d: Path):
+    """cp -p, rsync and tar write, then set times on the open file, then close."""
+    fd = os.open(d / "f", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        os.write(fd, b"x" * 300_000)
+        os.utime(fd, ns=(OLDER, OLD))
+    finally:
+        os.close(fd)
+    st = os.stat(d / "f")
+    assert (st.st_atime_ns, st.st_mtime_ns) == (OLDER, OLD)
+    assert st.st_size == 300_000
+
+    fd = os.open(d / "g", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        os.write(fd, b"y" * 1000)
+        os.utime(d / "g", ns=(OLDER + 1, OLD + 1))  # by path, file still open
+        os.chmod(d / "g", 0o600)
+    finally:
+        os.close(fd)
+    st = os.stat(d / "g")
+    assert (st.st_atime_ns, st.st_mtime_ns) == (OLDER + 1, OLD + 1)
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    assert st.st_size == 1000
+
+
 def test_truncate_updates_mtime_and_ctime(d: Path):
     write(d / "f", b"x" * 100)
     for size in (10, 1000):
@@ -555,6 +593,22 @@ def test_inode_numbers_and_data_survive_the_kernel_forgetting_inodes(d: Path):
         assert os.pread(held, 10, 0) == b"linked"
     finally:
         os.close(held)
+
+
+def test_mount_root_attributes_can_be_changed(fs_root: Path, d: Path):
+    st = os.stat(fs_root)
+    try:
+        os.chmod(fs_root, 0o1777)
+        os.chown(fs_root, 123, 456)
+        os.setxattr(fs_root, "user.root", b"r")
+        st2 = os.stat(fs_root)
+        assert stat.S_IMODE(st2.st_mode) == 0o1777
+        assert (st2.st_uid, st2.st_gid) == (123, 456)
+        assert os.getxattr(fs_root, "user.root") == b"r"
+    finally:
+        os.chmod(fs_root, stat.S_IMODE(st.st_mode))
+        os.chown(fs_root, st.st_uid, st.st_gid)
+        os.removexattr(fs_root, "user.root")
 
 
 # --- statfs -------------------------------------------------------------------------------

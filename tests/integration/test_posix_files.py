@@ -346,6 +346,22 @@ def test_data_written_is_visible_to_other_fds_before_close(d: Path):
         os.close(w)
 
 
+def test_listing_the_directory_of_a_file_with_pending_writes_keeps_its_size(d: Path):
+    fd = os.open(d / "f", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        os.write(fd, b"z" * (BLOCK + 100))
+        with os.scandir(d) as it:  # readdirplus: attributes come with the entries
+            sizes = {e.name: e.stat().st_size for e in it}
+        assert sizes == {"f": BLOCK + 100}
+        assert os.stat(d / "f").st_size == BLOCK + 100
+        os.write(fd, b"z")
+        os.listdir(d)
+        assert os.stat(d / "f").st_size == BLOCK + 101
+    finally:
+        os.close(fd)
+    assert os.stat(d / "f").st_size == BLOCK + 101
+
+
 def test_write_at_chunk_boundary_straddles_two_chunks(d: Path):
     payload = bytes(range(65, 85))  # 20 bytes: 10 in chunk 0, 10 in chunk 1
     fd = os.open(d / "f", os.O_CREAT | os.O_RDWR, 0o644)
