@@ -241,6 +241,19 @@ def test_o_trunc_discards_old_content(d: Path):
     assert read_all(d / "f") == b"xy"
 
 
+def test_o_trunc_discards_pending_writes_of_other_descriptors(d: Path):
+    w = os.open(d / "f", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        os.write(w, b"a" * (BLOCK + 1000))  # still pending in riverfs
+        t = os.open(d / "f", os.O_WRONLY | os.O_TRUNC)
+        os.close(t)
+        assert os.stat(d / "f").st_size == 0
+    finally:
+        os.close(w)
+    assert os.stat(d / "f").st_size == 0
+    assert read_all(d / "f") == b""
+
+
 def test_o_trunc_updates_mtime(d: Path):
     write_file(d / "f", b"content")
     os.utime(d / "f", ns=(1_000_000_000 * 10**9, 1_000_000_000 * 10**9))

@@ -8,6 +8,7 @@ Set RIVERFS_POSIX_ON_LOCAL=1 to run the module against a local directory instead
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import re
@@ -78,6 +79,32 @@ def same_errno(scenario: Callable[[Path], object], d: Path, local: Path, expecte
     assert got == expected, (
         f"riverfs gave {errno.errorcode.get(got, got)}, Linux gives {errno.errorcode[expected]}"
     )
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.getxattr.restype = ctypes.c_ssize_t
+_libc.getxattr.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
+_libc.listxattr.restype = ctypes.c_ssize_t
+_libc.listxattr.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
+
+
+def raw_getxattr(path: Path, name: str, size: int) -> int:
+    """getxattr(2) into a buffer of `size` bytes; the returned length, or raises OSError."""
+    buf = ctypes.create_string_buffer(max(size, 1))
+    n = _libc.getxattr(os.fsencode(path), name.encode(), buf if size else None, size)
+    if n < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return n
+
+
+def raw_listxattr(path: Path, size: int) -> int:
+    buf = ctypes.create_string_buffer(max(size, 1))
+    n = _libc.listxattr(os.fsencode(path), buf if size else None, size)
+    if n < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return n
 
 
 def touch(path: Path) -> Path:
@@ -282,3 +309,30 @@ def test_xattr_on_missing_file_fails_enoent(d: Path, local: Path):
     same_errno(lambda base: os.getxattr(base / "missing", "user.k"), d, local, errno.ENOENT)
     same_errno(lambda base: os.setxattr(base / "missing", "user.k", b""), d, local, errno.ENOENT)
     same_errno(lambda base: os.listxattr(base / "missing"), d, local, errno.ENOENT)
+
+
+def test_getxattr_size_query_and_too_small_buffer_erange(d: Path, local: Path):
+    def scenario(base: Path):
+        f = touch(base / "f")
+        os.setxattr(f, "user.k", b"0123456789")
+        assert raw_getxattr(f, "user.k", 0) == 10  # size query
+        assert raw_getxattr(f, "user.k", 10) == 10
+        raw_getxattr(f, "user.k", 3)
+
+    same_errno(scenario, d, local, errno.ERANGE)
+
+
+def test_listxattr_size_query_and_too_small_buffer_erange(d: Path, local: Path):
+    def scenario(base: Path):
+        f = touch(base / "f")
+        os.setxattr(f, "user.a", b"")
+        os.setxattr(f, "user.bb", b"")
+        assert raw_listxattr(f, 0) == len(b"user.a\0user.bb\0")
+        raw_listxattr(f, 4)
+
+    same_errno(scenario, d, local, errno.ERANGE)
+
+
+@pytest.mark.parametrize("name", ["user.", "trusted.", "security."])
+def test_xattr_name_with_empty_suffix_fails_einval(d: Path, local: Path, name: str):
+    same_errno(lambda base: os.setxattr(touch(base / "f"), name, b"v"), d, local, errno.EINVAL)
