@@ -115,8 +115,8 @@ class Dir:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), str(path))
 
-    def read(self) -> str | None:
-        """The next name other than "." and "..", or None at the end."""
+    def read(self, with_dots: bool = False) -> str | None:
+        """The next name (other than "." and ".." unless `with_dots`), or None at the end."""
         while True:
             ctypes.set_errno(0)
             ent = _libc.readdir(self.dirp)
@@ -126,7 +126,7 @@ class Dir:
                     raise OSError(err, os.strerror(err))
                 return None
             name = os.fsdecode(ent.contents.d_name)
-            if name not in (".", ".."):
+            if with_dots or name not in (".", ".."):
                 return name
 
     def tell(self) -> int:
@@ -570,3 +570,18 @@ def test_concurrent_creates_renames_and_unlinks_in_one_directory_stay_consistent
     assert os.stat(d).st_nlink == 2 + 4 * 15
     with open(d / "final-3-148", "rb") as f:
         assert f.read() == b"148"
+
+
+def test_readdir_returns_dot_and_dotdot_once_each(d: Path):
+    os.mkdir(d / "sub")
+    make_files(d / "sub", [f"e{i}" for i in range(300)])
+    dirp = Dir(d / "sub")
+    try:
+        names = []
+        while (name := dirp.read(with_dots=True)) is not None:
+            names.append(name)
+    finally:
+        dirp.close()
+    assert names.count(".") == 1
+    assert names.count("..") == 1
+    assert len(names) == 302

@@ -521,6 +521,8 @@ def test_setgid_directory_passes_its_group_and_setgid_bit_to_new_entries(d: Path
         with open(base / "shared" / "by_root", "wb"):
             pass
         os.mkdir(base / "shared" / "subdir_by_root")
+        os.symlink("by_root", base / "shared" / "symlink_by_root")
+        os.mkfifo(base / "shared" / "fifo_by_root")
 
         def as_nobody():
             with open("shared/by_nobody", "wb"):
@@ -530,8 +532,16 @@ def test_setgid_directory_passes_its_group_and_setgid_bit_to_new_entries(d: Path
 
         as_user(base, as_nobody)
         out = []
-        for n in ("by_root", "subdir_by_root", "by_nobody", "subdir_by_nobody"):
-            st = os.stat(base / "shared" / n)
+        names = (
+            "by_root",
+            "subdir_by_root",
+            "symlink_by_root",
+            "fifo_by_root",
+            "by_nobody",
+            "subdir_by_nobody",
+        )
+        for n in names:
+            st = os.lstat(base / "shared" / n)
             out.append((n, st.st_uid, st.st_gid, bool(st.st_mode & stat.S_ISGID)))
         return out
 
@@ -542,6 +552,8 @@ def test_setgid_directory_passes_its_group_and_setgid_bit_to_new_entries(d: Path
         [
             ("by_root", 0, 4242, False),
             ("subdir_by_root", 0, 4242, True),
+            ("symlink_by_root", 0, 4242, False),
+            ("fifo_by_root", 0, 4242, False),
             ("by_nobody", NOBODY, 4242, False),
             ("subdir_by_nobody", NOBODY, 4242, True),
         ],
