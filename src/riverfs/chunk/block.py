@@ -9,12 +9,14 @@ Each stored block starts with a 16-byte header so corruption is detected, never 
     magic "RVBK" | version u8 | flags u8 | reserved u16 | plain length u32 | crc32 u32
 
 flags bits 0-1: compression (0 none, 1 zstd, 2 lz4); bit 7: encrypted (reserved). The crc32
-covers the payload exactly as stored, so a flipped bit is caught before decompression.
+covers the header's other fields and the payload exactly as stored, so a flipped bit anywhere
+is caught before decompression.
 """
 
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 
 import lz4.block
@@ -47,43 +49,53 @@ def slice_keys(slice_id: int, slice_size: int, block_size: int) -> list[str]:
     return [block_key(slice_id, i, n) for i, n in enumerate(block_lengths(slice_size, block_size))]
 
 
-_zstd_c = zstandard.ZstdCompressor(level=1)
-_zstd_d = zstandard.ZstdDecompressor()
+_codecs = threading.local()  # zstandard (de)compressors must not be shared between threads
+
+
+def _zstd() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
+    pair = getattr(_codecs, "zstd", None)
+    if pair is None:
+        pair = _codecs.zstd = (zstandard.ZstdCompressor(level=1), zstandard.ZstdDecompressor())
+    return pair
 
 
 def encode_block(data: bytes | bytearray | memoryview, compression: str = "none") -> bytes:
     """The stored form of a block: header + (compressed) payload."""
     algo = COMPRESSIONS[compression]
     if algo == 1:
-        payload = _zstd_c.compress(data)
+        payload = _zstd()[0].compress(data)
     elif algo == 2:
         payload = lz4.block.compress(data, store_size=False)
     else:
         payload = data
     if algo and len(payload) >= len(data):  # incompressible: store raw, say so in the flags
         algo, payload = 0, data
-    header = HEADER.pack(MAGIC, VERSION, algo, 0, len(data), zlib.crc32(payload))
-    return b"".join((header, payload))
+    crc = _checksum(HEADER.pack(MAGIC, VERSION, algo, 0, len(data), 0), payload)
+    return b"".join((HEADER.pack(MAGIC, VERSION, algo, 0, len(data), crc), payload))
+
+
+def _checksum(header_without_crc: bytes, payload) -> int:
+    return zlib.crc32(payload, zlib.crc32(header_without_crc))
 
 
 def decode_block(raw: bytes | memoryview, key: str) -> bytes:
     """The plaintext of a stored block; BlockCorrupt if anything does not check out."""
     if len(raw) < HEADER.size:
         raise BlockCorrupt(f"{key}: truncated ({len(raw)} bytes, shorter than the header)")
-    magic, version, flags, _, plain_len, crc = HEADER.unpack_from(raw)
+    magic, version, flags, reserved, plain_len, crc = HEADER.unpack_from(raw)
     if magic != MAGIC:
         raise BlockCorrupt(f"{key}: bad magic {magic!r}")
     if version != VERSION:
         raise BlockCorrupt(f"{key}: unknown block format version {version}")
     payload = memoryview(raw)[HEADER.size :]
-    if zlib.crc32(payload) != crc:
+    if _checksum(HEADER.pack(magic, version, flags, reserved, plain_len, 0), payload) != crc:
         raise BlockCorrupt(f"{key}: checksum mismatch")
     algo = flags & _COMPRESSION_MASK
     try:
         if algo == 0:
             data = bytes(payload)
         elif algo == 1:
-            data = _zstd_d.decompress(payload, max_output_size=plain_len)
+            data = _zstd()[1].decompress(payload, max_output_size=plain_len)
         elif algo == 2:
             data = lz4.block.decompress(payload, uncompressed_size=plain_len)
         else:

@@ -18,6 +18,7 @@ import pyfuse3
 from riverfs.errors import FSError
 from riverfs.meta import Attr, AttrChange
 from riverfs.vfs.fs import VFS
+from riverfs.vfs.handles import Caller
 from riverfs.vfs.options import MountOptions
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ class Operations(pyfuse3.Operations):
     async def readdir(self, fh, start_id, token):
         if start_id < 1:
             attr = await self.vfs.getattr(fh)
+            await self.vfs.touch_atime(attr)
             if not pyfuse3.readdir_reply(token, b".", self._entry(attr), 1):
                 return
         if start_id < 2:
@@ -173,12 +175,13 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def open(self, inode, flags, ctx):
-        fh, keep = await self.vfs.open(inode, flags)
+        fh, keep = await self.vfs.open(inode, flags, Caller(ctx.uid, ctx.gid, ctx.pid))
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
 
     @_handler
     async def create(self, parent_inode, name, mode, flags, ctx):
-        fh, attr = await self.vfs.create_file(parent_inode, name, mode, flags, ctx.uid, ctx.gid)
+        caller = Caller(ctx.uid, ctx.gid, ctx.pid)
+        fh, attr = await self.vfs.create_file(parent_inode, name, mode, flags, caller)
         return pyfuse3.FileInfo(fh=fh), self._entry(attr)
 
     @_handler

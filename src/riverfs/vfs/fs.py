@@ -26,7 +26,7 @@ from riverfs.meta import Attr, AttrChange, Entry, Meta, VolumeSettings
 from riverfs.meta.engine import now_ns
 from riverfs.objects import StoreError
 from riverfs.vfs.deleter import Deleter
-from riverfs.vfs.handles import HandleTable
+from riverfs.vfs.handles import Caller, HandleTable
 from riverfs.vfs.options import MountOptions
 from riverfs.vfs.reader import FileReader
 from riverfs.vfs.writer import FileWriter
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 DAY_NS = 86_400 * 10**9
 MAX_CACHE_STAMPS = 100_000
+MAX_REMOVED = 4096
 XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.")  # no system.* (POSIX ACLs)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 
@@ -62,6 +63,8 @@ class VFS:
         self._writers: dict[int, FileWriter] = {}
         self._sustained: set[int] = set()  # deleted while open here; freed at last close
         self._stamps: OrderedDict[int, tuple[int, int]] = OrderedDict()  # page cache validity
+        # Inodes just freed, for fstat/stat(".") through references the kernel still holds.
+        self._removed: OrderedDict[int, Attr] = OrderedDict()
         self.deleter = Deleter(meta, blocks)
         self._heartbeat: asyncio.Task | None = None
 
@@ -145,11 +148,16 @@ class VFS:
                 self._keep_cache(attr)  # the kernel's pages hold exactly what we committed
 
     def _note_removed(self, attr: Attr | None) -> None:
-        """An entry of `attr` was removed: remember it if it lives on through open handles."""
-        if attr is not None and not attr.is_dir and attr.nlink <= 1:
-            if self.handles.is_open(attr.inode):
-                self._sustained.add(attr.inode)
-            self.deleter.poke()
+        """An entry of `attr` was removed: track the inode if that was its last link."""
+        if attr is None or (not attr.is_dir and attr.nlink > 1):
+            return
+        if not attr.is_dir and self.handles.is_open(attr.inode):
+            self._sustained.add(attr.inode)
+        else:
+            self._removed[attr.inode] = dataclasses.replace(attr, nlink=0, ctime=now_ns())
+            if len(self._removed) > MAX_REMOVED:
+                self._removed.popitem(last=False)
+        self.deleter.poke()
 
     # ---- namespace ------------------------------------------------------------------------
 
@@ -157,7 +165,12 @@ class VFS:
         return self._merge(await self.meta.lookup(parent, name))
 
     async def getattr(self, inode: int) -> Attr:
-        return self._merge(await self.meta.getattr(inode))
+        try:
+            return self._merge(await self.meta.getattr(inode))
+        except FSError as e:
+            if e.errno == errno.ENOENT and inode in self._removed:
+                return self._removed[inode]  # e.g. stat(".") in a removed directory
+            raise
 
     async def setattr(self, inode: int, change: AttrChange, size: int | None) -> Attr:
         self._writable()
@@ -168,6 +181,8 @@ class VFS:
             self.reader.invalidate(inode)
             self.deleter.poke()
         if any(v is not None for v in dataclasses.astuple(change)):
+            if change.mtime is not None:
+                await self._flush(inode)  # or the commit would stamp the write's own mtime
             attr = await self.meta.setattr(inode, change)
         if attr is None:
             attr = await self.meta.getattr(inode)
@@ -199,7 +214,7 @@ class VFS:
 
     async def rmdir(self, parent: int, name: bytes) -> None:
         self._writable()
-        await self.meta.rmdir(parent, name)
+        self._note_removed(await self.meta.rmdir(parent, name))
 
     async def rename(
         self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes, flags: int
@@ -230,7 +245,7 @@ class VFS:
             self._stamps.popitem(last=False)
         return keep
 
-    async def open(self, inode: int, flags: int) -> tuple[int, bool]:
+    async def open(self, inode: int, flags: int, caller: Caller) -> tuple[int, bool]:
         """Open a file; return (handle, keep kernel cache)."""
         if flags & _WRITE_FLAGS:
             self._writable()
@@ -245,15 +260,19 @@ class VFS:
         if not self.handles.is_open(inode):
             self.reader.invalidate(inode)  # another mount may have changed it
         keep = self._keep_cache(attr)
-        return self.handles.open(inode, flags).fh, keep
+        return self.handles.open(inode, flags, caller).fh, keep
 
     async def create_file(
-        self, parent: int, name: bytes, mode: int, flags: int, uid: int, gid: int
+        self, parent: int, name: bytes, mode: int, flags: int, caller: Caller
     ) -> tuple[int, Attr]:
         self._writable()
-        attr = await self.meta.create(parent, name, stat.S_IFREG | stat.S_IMODE(mode), uid, gid)
+        attr = await self.meta.create(
+            parent, name, stat.S_IFREG | stat.S_IMODE(mode), caller.uid, caller.gid
+        )
         self._keep_cache(attr)
-        return self.handles.open(attr.inode, flags).fh, attr
+        h = self.handles.open(attr.inode, flags, caller)
+        h.wrote = True  # a new file carries no setgid bit to drop
+        return h.fh, attr
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         h = self.handles.get(fh)
@@ -269,10 +288,10 @@ class VFS:
             raise FSError(errno.EIO, str(e)) from e
         if not h.atime_checked:
             h.atime_checked = True
-            await self._touch_atime(attr)
+            await self.touch_atime(attr)
         return data
 
-    async def _touch_atime(self, attr: Attr) -> None:
+    async def touch_atime(self, attr: Attr) -> None:
         """relatime: update atime if older than mtime/ctime or a day old."""
         if self.options.read_only:
             return
@@ -282,6 +301,9 @@ class VFS:
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         h = self.handles.get(fh)
+        if not h.wrote:
+            h.wrote = True
+            await self._drop_setgid(h.inode, h.caller)
         w = self._writers.get(h.inode)
         if w is None:
             w = self._writers[h.inode] = FileWriter(
@@ -289,6 +311,20 @@ class VFS:
             )
         await w.write(offset, data)
         return len(data)
+
+    async def _drop_setgid(self, inode: int, caller: Caller) -> None:
+        """A write by a non-member drops setgid even without group-exec, as local Linux does.
+
+        The kernel's FUSE code drops setuid, and setgid when group-exec is set; this is the
+        case it leaves to the filesystem.
+        """
+        attr = await self.meta.getattr(inode)
+        mode = attr.mode
+        if not mode & stat.S_ISGID or mode & stat.S_IXGRP or caller.uid == 0:
+            return
+        if caller.gid == attr.gid or attr.gid in _groups(caller.pid):
+            return
+        await self.meta.setattr(inode, AttrChange(mode=mode & ~stat.S_ISGID))
 
     async def flush(self, fh: int) -> None:
         """close(2): everything written through this file is in the store and committed."""
@@ -347,6 +383,18 @@ def _check_xattr_name(name: bytes) -> None:
     """Namespaces as a local filesystem without ACL support has them."""
     if not name.startswith(XATTR_NAMESPACES):
         raise FSError(errno.EOPNOTSUPP, f"xattr namespace of {name!r} is not supported")
+
+
+def _groups(pid: int) -> set[int]:
+    """The supplementary groups of a process (empty if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    return {int(g) for g in line.split()[1:]}
+    except OSError:
+        pass
+    return set()
 
 
 def _pid_alive(pid: int) -> bool:

@@ -11,13 +11,24 @@ from riverfs.errors import FSError
 from riverfs.vfs.reader import ReadState
 
 
+@dataclass(slots=True, frozen=True)
+class Caller:
+    """Who opened a handle (the FUSE request context of open/create)."""
+
+    uid: int = 0
+    gid: int = 0
+    pid: int = 0
+
+
 @dataclass(slots=True)
 class Handle:
     fh: int
     inode: int
     flags: int
+    caller: Caller = field(default_factory=Caller)
     read_state: ReadState = field(default_factory=ReadState)
     atime_checked: bool = False
+    wrote: bool = False
 
 
 class HandleTable:
@@ -27,10 +38,10 @@ class HandleTable:
         self._next = itertools.count(1)
         self.limit = limit
 
-    def open(self, inode: int, flags: int) -> Handle:
+    def open(self, inode: int, flags: int, caller: Caller) -> Handle:
         if len(self._handles) >= self.limit:
             raise FSError(errno.ENFILE, "too many open files on this mount")
-        h = Handle(next(self._next), inode, flags)
+        h = Handle(next(self._next), inode, flags, caller)
         self._handles[h.fh] = h
         self._per_inode[inode] += 1
         return h
