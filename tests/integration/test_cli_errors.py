@@ -25,8 +25,11 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> s
     assert len(lines) == 1, f"expected exactly one line on stderr, got {len(lines)}:\n{err}"
     line = lines[0]
     assert line.startswith("riverfs: "), f"error line lacks the 'riverfs: ' prefix: {line!r}"
+    # Words are looked for outside paths: test paths contain words like "format" or "busy".
+    words = re.sub(r"/[^\s'\"()`]+", "", line).lower()
     for needle in needles:
-        assert needle.lower() in line.lower(), f"{needle!r} not in error line {line!r}"
+        where = line.lower() if needle.startswith("/") else words
+        assert needle.lower() in where, f"{needle!r} not in error line {line!r}"
     assert proc.returncode == 1, f"exit code {proc.returncode}, expected 1 ({line!r})"
     return line
 
@@ -218,6 +221,26 @@ def test_mount_of_unformatted_volume_fails_saying_format_it(tmp_path):
 def test_status_of_unformatted_volume_fails_saying_format_it(tmp_path):
     proc = run_cli("status", unformatted_url(tmp_path), check=False)
     assert_one_line_error(proc, "format")
+
+
+def test_mount_with_cache_dir_that_is_a_file_fails_saying_cache_dir(volume: Volume, tmp_path):
+    not_a_dir = tmp_path / "plainfile"
+    not_a_dir.write_text("x")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    args = [volume.meta_url, str(mnt), "--background", "--cache-dir", str(not_a_dir)]
+    proc = run_cli("mount", *args, check=False, timeout=60)
+    assert_one_line_error(proc, str(not_a_dir), "cache")
+    assert_nothing_mounted_or_running(mnt)
+
+
+def test_format_with_uncreatable_database_fails_and_leaves_store_reusable(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    store = f"file://{tmp_path}/store"
+    proc = run_cli("format", f"sqlite://{afile}/meta.db", "--storage", store, check=False)
+    assert_one_line_error(proc, str(afile))
+    run_cli("format", f"sqlite://{tmp_path}/meta.db", "--storage", store)
 
 
 # -- format over an existing volume ----------------------------------------------------------
