@@ -85,13 +85,6 @@ async def test_concurrent_loads_of_one_block_fetch_it_once(store):
         await bs.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: BlockStore.load stores the first loader's CancelledError in the shared future, so "
-        "every concurrent waiter of that block is cancelled too"
-    ),
-)
 @async_test
 async def test_a_waiter_gets_the_block_when_the_first_loader_is_cancelled(store):
     data = os.urandom(100)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import threading
 
-import pytest
-
 from riverfs.chunk import cache as cache_module
 from riverfs.chunk.cache import DiskCache
 
@@ -114,13 +112,6 @@ def test_file_deleted_behind_the_caches_back_is_a_miss(tmp_path):
     assert c.used == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: DiskCache.put checks the index before writing and adds to `used` after, so two puts"
-        " of one key count its bytes twice"
-    ),
-)
 def test_racing_puts_of_one_key_count_its_bytes_once(tmp_path, monkeypatch):
     """Two pool threads caching the same block: `used` must still equal the bytes on disk."""
     c = DiskCache(tmp_path, 1 << 20, min_free=0.0)

@@ -109,12 +109,6 @@ async def test_file_used_as_directory_is_enotdir(tmp_path):
     meta.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: Meta.lookup does not check that the parent is a directory: ENOENT instead of ENOTDIR"
-    ),
-)
 @async_test
 async def test_lookup_in_a_file_is_enotdir(tmp_path):
     meta = await new_meta(tmp_path)

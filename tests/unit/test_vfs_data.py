@@ -149,13 +149,6 @@ async def test_open_with_o_trunc_empties_the_file(tmp_path):
         await vfs.release(fh)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: VFS.open(O_TRUNC) tests the committed size only; pending writes of a new file "
-        "survive the truncate"
-    ),
-)
 @async_test
 async def test_open_with_o_trunc_discards_unflushed_writes_of_another_handle(tmp_path):
     async with vfs_env(tmp_path, block_size=BS) as env:
@@ -290,13 +283,6 @@ async def test_small_buffer_budget_still_completes_a_large_sequential_write(tmp_
         await vfs.release(fh)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: sub-block tails hold the BufferBudget until flush; when they fill it every writer "
-        "waits forever"
-    ),
-)
 @async_test
 async def test_buffer_budget_full_of_unflushed_tails_does_not_deadlock_writers(tmp_path):
     """Back-pressure must make progress: tails smaller than a block sit in buffers until flush,

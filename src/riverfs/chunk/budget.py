@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 
 class BufferBudget:
-    """At most `limit` bytes held at once; `acquire` waits (back-pressure) until they fit."""
+    """At most `limit` bytes held at once; `acquire` waits (back-pressure) until they fit.
 
-    def __init__(self, limit: int) -> None:
+    Bytes held by buffers that only a flush would release (tails smaller than a block) could
+    fill the budget for good; so whenever a writer has to wait, `on_pressure` is called to
+    get some buffer flushed.
+    """
+
+    def __init__(self, limit: int, on_pressure: Callable[[], None] = lambda: None) -> None:
         self.limit = limit
         self.used = 0
+        self.on_pressure = on_pressure
         self._cond = asyncio.Condition()
 
     async def acquire(self, n: int) -> None:
         n = min(n, self.limit)  # a single request larger than the whole budget still proceeds
         async with self._cond:
-            await self._cond.wait_for(lambda: self.used + n <= self.limit)
+            while self.used + n > self.limit:
+                self.on_pressure()
+                await self._cond.wait()
             self.used += n
 
     def release(self, n: int) -> None:

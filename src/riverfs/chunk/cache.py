@@ -85,8 +85,9 @@ class DiskCache:
                 pass
             return
         with self._lock:
-            self._index[name] = len(data)
-            self.used += len(data)
+            if name not in self._index:  # another thread may have cached it meanwhile
+                self._index[name] = len(data)
+                self.used += len(data)
 
     def discard(self, key: str) -> None:
         """Drop a block (it was deleted from the store, or failed verification)."""

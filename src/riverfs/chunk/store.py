@@ -42,7 +42,7 @@ class BlockStore:
         self._mem: OrderedDict[str, bytes] = OrderedDict()
         self._mem_used = 0
         self._mem_limit = memory_limit
-        self._inflight: dict[str, asyncio.Future[bytes]] = {}
+        self._inflight: dict[str, asyncio.Task[bytes]] = {}
         self._prefetching: set[asyncio.Task] = set()
         self._max_prefetch = max_prefetch
 
@@ -64,20 +64,17 @@ class BlockStore:
         if data is not None:
             self._mem.move_to_end(key)
             return data
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            data = await self._fetch(key)
-        except BaseException as e:
-            future.set_exception(e)
-            future.exception()  # mark retrieved: the caller gets it through the raise below
-            raise
-        finally:
-            del self._inflight[key]
-        future.set_result(data)
+        fetch = self._inflight.get(key)
+        if fetch is None:
+            # The fetch runs as its own task: a reader that gives up (is cancelled) does not
+            # take the block away from the other readers waiting for it.
+            fetch = asyncio.get_running_loop().create_task(self._fetch_and_remember(key))
+            self._inflight[key] = fetch
+            fetch.add_done_callback(lambda _: self._inflight.pop(key, None))
+        return await asyncio.shield(fetch)
+
+    async def _fetch_and_remember(self, key: str) -> bytes:
+        data = await self._fetch(key)
         self._remember(key, data)
         return data
 
@@ -147,6 +144,6 @@ class BlockStore:
                 await self._run(self.cache.discard, key)
 
     async def close(self) -> None:
-        for task in list(self._prefetching):
+        for task in [*self._prefetching, *self._inflight.values()]:
             task.cancel()
         self._pool.shutdown(wait=True)

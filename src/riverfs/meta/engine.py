@@ -257,6 +257,7 @@ class Meta:
                 return await self._must_attr(tx, (await self._dir(tx, parent)).parent)
             attr = await self._edge(tx, parent, name)
             if attr is None:
+                await self._dir(tx, parent)  # ENOTDIR / ENOENT for a bad parent
                 raise FSError(errno.ENOENT)
             return attr
 

@@ -58,7 +58,8 @@ class VFS:
         self.options = options
         self.handles = HandleTable()
         self.reader = FileReader(meta, blocks)
-        self.budget = BufferBudget(options.buffer_size)
+        self.budget = BufferBudget(options.buffer_size, self._relieve_pressure)
+        self._relieving: asyncio.Task | None = None
         self._upload_slots = asyncio.Semaphore(options.upload_concurrency)
         self._writers: dict[int, FileWriter] = {}
         self._sustained: set[int] = set()  # deleted while open here; freed at last close
@@ -146,6 +147,21 @@ class VFS:
                 self.reader.invalidate(inode)
             if attr is not None:
                 self._keep_cache(attr)  # the kernel's pages hold exactly what we committed
+
+    def _relieve_pressure(self) -> None:
+        """Write buffers are full: commit the file holding the most buffered bytes."""
+        if self._relieving is not None and not self._relieving.done():
+            return
+        fullest = max(self._writers.values(), key=lambda w: w.buffered, default=None)
+        if fullest is None or not fullest.buffered:
+            return  # only uploads in flight: they release the budget when done
+        self._relieving = asyncio.get_running_loop().create_task(self._flush_quietly(fullest))
+
+    async def _flush_quietly(self, w: FileWriter) -> None:
+        try:
+            await self._flush(w.inode)
+        except FSError as e:  # reported again by the file's own flush/close
+            log.warning("early flush of inode %d failed: %s", w.inode, e)
 
     def _note_removed(self, attr: Attr | None) -> None:
         """An entry of `attr` was removed: track the inode if that was its last link."""
@@ -252,8 +268,10 @@ class VFS:
         attr = await self.meta.getattr(inode)
         if attr.is_dir:
             raise FSError(errno.EISDIR)
+        if flags & os.O_TRUNC and attr.is_file:
+            await self._flush(inode)  # pending writes of other handles count too
+            attr = await self.meta.getattr(inode)
         if flags & os.O_TRUNC and attr.is_file and attr.size:
-            await self._flush(inode)
             attr = await self.meta.truncate(inode, 0)
             self.reader.invalidate(inode)
             self.deleter.poke()

@@ -75,6 +75,11 @@ class FileWriter:
         return bool(self.slices or self._committing)
 
     @property
+    def buffered(self) -> int:
+        """Bytes held in buffers that only a flush releases."""
+        return sum(len(s.buf) for s in self.slices)
+
+    @property
     def pending_length(self) -> int:
         """The file length the uncommitted writes imply (0 if none)."""
         return max((s.file_end for s in (*self._committing, *self.slices)), default=0)
