@@ -65,8 +65,9 @@ class Mount:
 
     def daemon_pid(self) -> int:
         """The pid of the mount daemon serving this mountpoint."""
-        out = subprocess.run(["pgrep", "-f", f"riverfs mount .*{self.path}"], capture_output=True,
-                             text=True).stdout.split()
+        out = subprocess.run(
+            ["pgrep", "-f", f"riverfs mount .*{self.path}"], capture_output=True, text=True
+        ).stdout.split()
         pids = [int(p) for p in out if int(p) != os.getpid()]
         assert pids, f"no daemon found for {self.path}"
         return pids[0]
@@ -104,8 +105,14 @@ class Volume:
         if mountpoint is None:
             mountpoint = self.root / f"mnt{len(self.mounts)}"
         mountpoint.mkdir(exist_ok=True)
-        args = (self.meta_url, str(mountpoint), "--background",
-                "--cache-dir", str(self.cache_dir), *extra)
+        args = (
+            self.meta_url,
+            str(mountpoint),
+            "--background",
+            "--cache-dir",
+            str(self.cache_dir),
+            *extra,
+        )
         run_cli("mount", *args)
         assert is_mounted(mountpoint)
         m = Mount(mountpoint, self, args)
