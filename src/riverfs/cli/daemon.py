@@ -16,6 +16,7 @@ from pathlib import Path
 
 from riverfs.cli.defaults import pid_file
 from riverfs.errors import RiverError
+from riverfs.vfs.fs import pid_alive
 
 READY = "ok"
 
@@ -87,20 +88,6 @@ def mount_type(mountpoint: Path) -> str | None:
     return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def unmount(mountpoint: Path, timeout: float) -> None:
     """Unmount a riverfs mount and wait until its daemon has exited."""
     fstype = mount_type(mountpoint)
@@ -121,7 +108,7 @@ def unmount(mountpoint: Path, timeout: float) -> None:
     if pid is None:
         return
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while pid_alive(pid):
         if time.monotonic() > deadline:
             raise RiverError(
                 f"unmounted, but the daemon (pid {pid}) is still flushing after "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from riverfs.cli.defaults import (
     parse_size,
 )
 from riverfs.errors import RiverError
+from riverfs.vfs.fs import pid_alive
 
 log = logging.getLogger("riverfs")
 
@@ -285,11 +287,17 @@ def status(meta_url) -> None:
     click.echo(f"used:        {human_size(usage.used_bytes)} in {usage.inodes} inodes")
     click.echo(f"sessions:    {len(sessions)}")
     now = time.time_ns()
+    host = socket.gethostname()
     for s in sessions:
         age = (now - s.heartbeat) / 1e9
+        dead = (
+            " DEAD (cleaned up at the next mount)"
+            if s.host == host and not pid_alive(s.pid)
+            else ""
+        )
         click.echo(
             f"  #{s.id} {s.host} pid {s.pid} at {s.mountpoint} "
-            f"(version {s.version}, heartbeat {age:.0f}s ago)"
+            f"(version {s.version}, heartbeat {age:.0f}s ago){dead}"
         )
 
 

@@ -47,12 +47,12 @@ def check_mountpoint(path: Path) -> None:
             f"FUSE device {device} not found: install fuse3 and load the fuse "
             "module (modprobe fuse), or run where /dev/fuse is available"
         )
+    if is_mounted(path):
+        raise RiverError(f"{path} is already mounted: unmount it first (riverfs umount {path})")
     if not path.exists():
         raise RiverError(f"mountpoint {path} does not exist: create it with mkdir -p {path}")
     if not path.is_dir():
         raise RiverError(f"mountpoint {path} is not a directory")
-    if is_mounted(path):
-        raise RiverError(f"{path} is already mounted: unmount it first (riverfs umount {path})")
 
 
 def fuse_options(options: MountOptions, volume: Volume) -> set[str]:

@@ -81,7 +81,7 @@ class VFS:
         """Free what crashed mounts of this host left behind (their pid is gone)."""
         host = socket.gethostname()
         for s in await self.meta.sessions():
-            if s.host == host and not _pid_alive(s.pid):
+            if s.host == host and not pid_alive(s.pid):
                 freed = await self.meta.close_session(s.id)
                 log.info(
                     "cleaned up dead session %d (pid %d, %s): %d deleted files freed",
@@ -415,11 +415,16 @@ def _groups(pid: int) -> set[int]:
     return set()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while process `pid` exists and is not a zombie."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
