@@ -191,6 +191,12 @@ def _mount(
     check_mountpoint(mountpoint)
     meta_url = meta_url or _ensure_default_volume()
     cache_dir = Path(os.path.abspath(cache_dir)) if cache_dir else default_cache_dir()
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RiverError(
+            f"cannot use cache directory {cache_dir}: {e.strerror}; choose another --cache-dir"
+        ) from e
     options = MountOptions(
         cache_dir=cache_dir,
         cache_size=None if cache_size == "auto" else parse_size(cache_size),
