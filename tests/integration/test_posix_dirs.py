@@ -585,3 +585,44 @@ def test_readdir_returns_dot_and_dotdot_once_each(d: Path):
     assert names.count(".") == 1
     assert names.count("..") == 1
     assert len(names) == 302
+
+
+def test_rmdir_racing_with_creates_inside_never_orphans_entries(d: Path):
+    errors: list[BaseException] = []
+    for round_ in range(10):
+        target = d / f"r{round_}"
+        os.mkdir(target)
+        created: list[str] = []
+
+        def creator(target=target, created=created):
+            try:
+                for i in range(200):
+                    try:
+                        os.mknod(target / f"f{i}", 0o644 | stat.S_IFREG)
+                    except FileNotFoundError:
+                        return  # the directory is gone: fine
+                    created.append(f"f{i}")
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        t = threading.Thread(target=creator)
+        t.start()
+        removed = False
+        for _ in range(500):
+            if errno_of(os.rmdir, target) == 0:
+                removed = True
+                break
+            try:
+                present = os.listdir(target)
+            except FileNotFoundError:
+                break
+            for n in present[:20]:
+                errno_of(os.unlink, target / n)
+        t.join(timeout=60)
+        assert not t.is_alive()
+        assert not errors, errors
+        if removed:
+            assert not os.path.exists(target)
+        else:
+            assert set(os.listdir(target)) <= set(created)
+    assert os.stat(d).st_nlink == 2 + sum(1 for e in os.scandir(d) if e.is_dir())

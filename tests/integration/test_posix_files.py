@@ -254,6 +254,46 @@ def test_o_trunc_discards_pending_writes_of_other_descriptors(d: Path):
     assert read_all(d / "f") == b""
 
 
+def test_o_trunc_with_o_rdonly_truncates_as_linux_does(d: Path, local: Path):
+    for base in (local, d):
+        write_file(base / "f", b"content")
+        os.close(os.open(base / "f", os.O_RDONLY | os.O_TRUNC))
+    assert os.stat(local / "f").st_size == 0
+    assert os.stat(d / "f").st_size == 0
+
+
+def test_racing_exclusive_creates_of_the_same_names_succeed_exactly_once(d: Path):
+    names = [f"n{i}" for i in range(60)]
+    wins: list[str] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    start = threading.Barrier(6)
+
+    def racer(t: int):
+        try:
+            start.wait()
+            for n in names:
+                try:
+                    fd = os.open(d / n, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    continue
+                os.write(fd, b"%d" % t)
+                os.close(fd)
+                with lock:
+                    wins.append(n)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=racer, args=(t,)) for t in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert sorted(wins) == sorted(names), "a name was created twice (or never)"
+    assert sorted(os.listdir(d)) == sorted(names)
+
+
 def test_o_trunc_updates_mtime(d: Path):
     write_file(d / "f", b"content")
     os.utime(d / "f", ns=(1_000_000_000 * 10**9, 1_000_000_000 * 10**9))

@@ -13,6 +13,7 @@ import errno
 import os
 import re
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -638,3 +639,61 @@ def test_rename_and_link_to_another_filesystem_fail_exdev(d: Path, local: Path):
     assert errno_of(os.link, d / "f", local / "f") == errno.EXDEV
     write(local / "l", b"")
     assert errno_of(os.rename, local / "l", d / "l") == errno.EXDEV
+
+
+def test_racing_renames_of_the_same_source_succeed_exactly_once(d: Path):
+    count = 60
+    for i in range(count):
+        write(d / f"src{i}", b"%d" % i)
+    wins: dict[int, list[int]] = {i: [] for i in range(count)}
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    start = threading.Barrier(5)
+
+    def racer(t: int):
+        try:
+            start.wait()
+            for i in range(count):
+                try:
+                    os.rename(d / f"src{i}", d / f"dst{i}-{t}")
+                except FileNotFoundError:
+                    continue
+                with lock:
+                    wins[i].append(t)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=racer, args=(t,)) for t in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert all(len(w) == 1 for w in wins.values()), {i: w for i, w in wins.items() if len(w) != 1}
+    expected = sorted(f"dst{i}-{w[0]}" for i, w in wins.items())
+    assert sorted(os.listdir(d)) == expected
+    for i, w in wins.items():
+        assert read(d / f"dst{i}-{w[0]}") == b"%d" % i
+
+
+def test_racing_links_and_unlinks_keep_link_counts_exact(d: Path):
+    write(d / "base", b"x")
+    errors: list[BaseException] = []
+
+    def linker(t: int):
+        try:
+            for i in range(40):
+                os.link(d / "base", d / f"l{t}-{i}")
+                if i % 2:
+                    os.unlink(d / f"l{t}-{i}")
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=linker, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert os.stat(d / "base").st_nlink == 1 + 4 * 20
+    assert len(os.listdir(d)) == 1 + 4 * 20
