@@ -626,3 +626,36 @@ def test_rmdir_racing_with_creates_inside_never_orphans_entries(d: Path):
         else:
             assert set(os.listdir(target)) <= set(created)
     assert os.stat(d).st_nlink == 2 + sum(1 for e in os.scandir(d) if e.is_dir())
+
+
+def test_removed_inodes_still_referenced_by_the_kernel_stat_after_many_other_removals(
+    d: Path,
+):
+    """A removed cwd, an O_PATH descriptor of an unlinked file and an open descriptor of a
+    removed directory keep answering fstat (nlink 0) however much else is removed since."""
+    os.mkdir(d / "cwd")
+    os.mkdir(d / "dirfd")
+    with open(d / "opath", "wb") as f:
+        f.write(b"x")
+    opath = os.open(d / "opath", os.O_PATH)
+    dirfd = os.open(d / "dirfd", os.O_RDONLY | os.O_DIRECTORY)
+    cwd = os.getcwd()
+    os.chdir(d / "cwd")
+    try:
+        os.rmdir(d / "cwd")
+        os.rmdir(d / "dirfd")
+        os.unlink(d / "opath")
+        os.mkdir(d / "churn")
+        for i in range(5000):
+            os.mknod(d / "churn" / f"c{i}", 0o644 | stat.S_IFREG)
+            os.unlink(d / "churn" / f"c{i}")
+        st = os.stat(".")
+        assert stat.S_ISDIR(st.st_mode) and st.st_nlink == 0
+        st = os.fstat(dirfd)
+        assert stat.S_ISDIR(st.st_mode) and st.st_nlink == 0
+        st = os.fstat(opath)
+        assert stat.S_ISREG(st.st_mode) and st.st_nlink == 0
+    finally:
+        os.chdir(cwd)
+        os.close(opath)
+        os.close(dirfd)
