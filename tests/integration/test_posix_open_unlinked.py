@@ -334,3 +334,21 @@ def test_rename_of_file_with_pending_writes_keeps_the_data(d: Path):
     finally:
         os.close(fd)
     assert read(d / "g") == b"first half second half"
+
+
+def test_unlinked_file_held_only_by_an_o_path_descriptor_reopens_with_its_data(d: Path):
+    """The kernel still references the inode (lookup count), so Linux keeps it and its data."""
+    data = b"kept by O_PATH " * 1000
+    write(d / "f", data)
+    opath = os.open(d / "f", os.O_PATH)
+    try:
+        os.unlink(d / "f")
+        fd = os.open(f"/proc/self/fd/{opath}", os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            assert os.fstat(fd).st_nlink == 0
+            assert pread_exact(fd, len(data) + 1, 0) == data
+        finally:
+            os.close(fd)
+    finally:
+        os.close(opath)
