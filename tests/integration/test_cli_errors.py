@@ -477,6 +477,37 @@ def test_foreground_mount_unmounts_cleanly_and_exits_0_on_signal(
     assert (m.path / "f").read_bytes() == b"z" * 3_000_000
 
 
+def test_sigterm_flushes_data_of_a_file_still_open_then_exits_0(volume: Volume, tmp_path, cleanup):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    proc = start_foreground(volume, mnt, cleanup, tmp_path)
+    payload = os.urandom(3_000_000)
+    fd = os.open(mnt / "open", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        os.write(fd, payload)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, read_log(proc)
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # ENOTCONN: the filesystem is gone
+    assert not is_mounted(mnt)
+    m = volume.mount(mnt)
+    assert (m.path / "open").read_bytes() == payload
+
+
+def test_background_daemon_unmounts_cleanly_on_sigterm(volume: Volume):
+    m = volume.mount()
+    (m.path / "f").write_bytes(b"before sigterm")
+    pid = m.daemon_pid()
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: pid_gone(pid), timeout=30)
+    assert not is_mounted(m.path), "the daemon exited without unmounting"
+    m = volume.mount(m.path)
+    assert (m.path / "f").read_bytes() == b"before sigterm"
+
+
 def test_foreground_mount_returns_0_when_unmounted_with_riverfs_umount(
     volume: Volume, tmp_path, cleanup
 ):

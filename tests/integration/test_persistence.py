@@ -14,7 +14,7 @@ import stat
 from pathlib import Path
 
 import psutil
-from support import Mount, Volume, is_mounted
+from support import Mount, Volume, is_mounted, run_cli, wait_until
 
 MiB = 1 << 20
 CHUNK = 64 * MiB
@@ -463,3 +463,70 @@ def test_one_pib_sparse_file_persists_with_its_few_stored_bytes(volume: Volume):
         assert os.pread(f.fileno(), 10, (1 << 40) - 2) == b"\0\0mid"
     os.unlink(p)
     assert os.listdir(m.path) == []
+
+
+def stored_objects(volume: Volume) -> list[Path]:
+    """Block objects in the file:// store (everything but the settings copy)."""
+    store = Path(volume.storage_url.removeprefix("file://"))
+    return sorted(p for p in store.rglob("*") if p.is_file() and p.name != "riverfs.json")
+
+
+def used_inodes(root: Path) -> int:
+    s = os.statvfs(root)
+    return s.f_files - s.f_ffree
+
+
+def test_removed_truncated_and_replaced_data_leaves_no_objects_in_store(volume: Volume):
+    m = volume.mount()
+    assert stored_objects(volume) == []
+    (m.path / "unlinked").write_bytes(big_data(70, 9 * MiB))
+    (m.path / "truncated").write_bytes(big_data(71, 5 * MiB))
+    (m.path / "replaced").write_bytes(big_data(72, 5 * MiB))
+    (m.path / "renamed_over").write_bytes(big_data(73, MiB))
+    (m.path / "open_unlinked").write_bytes(big_data(74, MiB))
+    (m.path / "dir").mkdir()
+    (m.path / "dir" / "in_dir").write_bytes(b"x" * 100)
+    assert stored_objects(volume)
+
+    os.unlink(m.path / "unlinked")
+    os.truncate(m.path / "truncated", 0)
+    (m.path / "replaced").write_bytes(b"")  # O_TRUNC
+    (m.path / "src").write_bytes(b"")
+    os.rename(m.path / "src", m.path / "renamed_over")
+    with open(m.path / "open_unlinked", "rb") as f:
+        os.unlink(m.path / "open_unlinked")
+        assert f.read() == big_data(74, MiB)  # still readable until the last close
+    os.unlink(m.path / "dir" / "in_dir")
+    os.rmdir(m.path / "dir")
+    # Only empty files remain: every block object is deleted (deferred, so poll).
+    wait_until(lambda: stored_objects(volume) == [], timeout=30)
+    m.umount()
+    m = remount(volume, m)
+    assert sorted(os.listdir(m.path)) == ["renamed_over", "replaced", "truncated"]
+    assert stored_objects(volume) == []
+
+
+def test_file_unlinked_while_open_is_freed_after_kill9_at_next_mount(volume: Volume):
+    m = volume.mount()
+    (m.path / "keep").write_bytes(b"kept")
+    objects_before = stored_objects(volume)
+    inodes_before = used_inodes(m.path)
+    fd = os.open(m.path / "doomed", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        os.write(fd, big_data(80, 6 * MiB))
+        os.fsync(fd)
+        os.unlink(m.path / "doomed")
+        assert len(stored_objects(volume)) > len(objects_before)  # kept while open
+        m.kill9()  # the crashed session still holds the unlinked inode
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    m = remount(volume, m)
+    # The new mount frees what the dead session held: objects and the inode.
+    wait_until(lambda: stored_objects(volume) == objects_before, timeout=30)
+    assert used_inodes(m.path) == inodes_before
+    assert os.listdir(m.path) == ["keep"]
+    out = run_cli("status", volume.meta_url).stdout
+    assert out.count(str(m.path)) == 1, f"the dead session is still listed:\n{out}"
