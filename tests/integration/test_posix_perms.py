@@ -590,3 +590,34 @@ def test_file_created_in_setgid_directory_by_non_member_loses_requested_setgid(
         return as_user(base, create)
 
     same_outcome(scenario, d, local, (4242, oct(0o755)))
+
+
+def test_truncate_by_non_member_clears_setgid_even_without_group_execute(d: Path, local: Path):
+    def scenario(base: Path):
+        write(base / "path", b"data", 0o2766, owner=(0, 0))
+        write(base / "fd", b"data", 0o2766, owner=(0, 0))
+
+        def attempt():
+            os.truncate("path", 1)
+            fd = os.open("fd", os.O_WRONLY)
+            try:
+                os.ftruncate(fd, 2)
+            finally:
+                os.close(fd)
+
+        as_user(base, attempt)
+        return oct(mode_of(base / "path")), oct(mode_of(base / "fd"))
+
+    same_outcome(scenario, d, local, (oct(0o766), oct(0o766)))
+
+
+def test_chgrp_by_owner_outside_the_old_group_clears_setgid_without_group_execute(
+    d: Path, local: Path
+):
+    def scenario(base: Path):
+        write(base / "f", b"", 0o2764, owner=(NOBODY, 0))
+        as_user(base, lambda: os.chown("f", -1, 4242), groups=(4242,))
+        st = os.stat(base / "f")
+        return st.st_gid, oct(stat.S_IMODE(st.st_mode))
+
+    same_outcome(scenario, d, local, (4242, oct(0o764)))
