@@ -104,6 +104,21 @@ _libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
 _libc.rewinddir.restype = None
 _libc.rewinddir.argtypes = [ctypes.c_void_p]
 _libc.closedir.argtypes = [ctypes.c_void_p]
+_libc.renameat2.argtypes = [
+    ctypes.c_int,
+    ctypes.c_char_p,
+    ctypes.c_int,
+    ctypes.c_char_p,
+    ctypes.c_uint,
+]
+RENAME_EXCHANGE = 2
+
+
+def exchange(a: Path, b: Path) -> None:
+    """renameat2(a, b, RENAME_EXCHANGE)."""
+    if _libc.renameat2(-100, os.fsencode(a), -100, os.fsencode(b), RENAME_EXCHANGE) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(a))
 
 
 class Dir:
@@ -659,3 +674,32 @@ def test_removed_inodes_still_referenced_by_the_kernel_stat_after_many_other_rem
         os.chdir(cwd)
         os.close(opath)
         os.close(dirfd)
+
+
+@pytest.mark.parametrize("change", ["exchange", "replace"])
+def test_readdir_lists_names_exactly_once_while_the_inodes_behind_them_change(d: Path, change: str):
+    """Names that exist throughout a listing appear exactly once, even when the inode
+    behind them changes during the listing (RENAME_EXCHANGE, or a rename over them)."""
+    rng = random.Random(5)
+    pad = "-" + "q" * 150
+    stable = [f"s{i:04d}{pad}" for i in range(2000)]
+    make_files(d, stable)
+    sources = [f"src{i:04d}{pad}" for i in range(800)] if change == "replace" else []
+    make_files(d, sources)
+    seen: list[str] = []
+    with os.scandir(d) as it:
+        for i, entry in enumerate(it):
+            seen.append(entry.name)
+            if i % 50 == 10:
+                for _ in range(10):
+                    if change == "exchange":
+                        a, b = rng.sample(stable, 2)
+                        exchange(d / a, d / b)
+                    elif sources:
+                        os.replace(d / sources.pop(), d / rng.choice(stable))
+    counts = {n[:5]: seen.count(n) for n in stable}
+    twice = sorted(n for n, c in counts.items() if c > 1)
+    never = sorted(n for n, c in counts.items() if c == 0)
+    assert not twice and not never, (
+        f"listed more than once: {len(twice)} {twice[:5]}; never listed: {len(never)} {never[:5]}"
+    )
