@@ -494,6 +494,76 @@ def test_concurrent_writers_to_disjoint_ranges_all_land(d: Path):
     assert read_all(d / "f") == b"".join(parts)
 
 
+def test_concurrent_random_reads_of_one_file_return_correct_bytes(d: Path):
+    size = 40 * MiB + 333
+    data = os.urandom(size)
+    write_file(d / "f", data)
+    errors: list[BaseException] = []
+
+    def reader(t: int):
+        rng = random.Random(t)
+        try:
+            fd = os.open(d / "f", os.O_RDONLY)
+            try:
+                for i in range(60):
+                    if i % 10 == 0:
+                        evict_page_cache(fd)
+                    off = rng.randrange(size)
+                    n = rng.choice([1, 4096, 131072, 1_000_000, 5 * MiB])
+                    got = pread_exact(fd, n, off)
+                    if got != data[off : off + n]:
+                        raise AssertionError(f"reader {t}: wrong bytes at {off}+{n}")
+            finally:
+                os.close(fd)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors[:3]
+
+
+def test_sequential_readers_and_a_writer_on_other_files_at_once(d: Path):
+    files = {f"f{i}": os.urandom(9 * MiB + i) for i in range(3)}
+    for name, data in files.items():
+        write_file(d / name, data)
+    errors: list[BaseException] = []
+
+    def seq_reader(name: str):
+        try:
+            fd = os.open(d / name, os.O_RDONLY)
+            try:
+                evict_page_cache(fd)
+                h = hashlib.sha256()
+                while piece := os.read(fd, 65536):
+                    h.update(piece)
+                assert h.digest() == hashlib.sha256(files[name]).digest(), name
+            finally:
+                os.close(fd)
+        except BaseException as e:
+            errors.append(e)
+
+    def writer():
+        try:
+            with open(d / "w", "wb") as f:
+                for _ in range(20):
+                    f.write(os.urandom(MiB))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=seq_reader, args=(n,)) for n in files]
+    threads.append(threading.Thread(target=writer))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors[:3]
+    assert os.stat(d / "w").st_size == 20 * MiB
+
+
 def test_fsync_and_fdatasync_succeed_and_keep_data(d: Path):
     fd = os.open(d / "f", os.O_CREAT | os.O_RDWR, 0o644)
     try:
