@@ -697,3 +697,41 @@ def test_racing_links_and_unlinks_keep_link_counts_exact(d: Path):
     assert not errors, errors
     assert os.stat(d / "base").st_nlink == 1 + 4 * 20
     assert len(os.listdir(d)) == 1 + 4 * 20
+
+
+@pytest.mark.parametrize("length", [256, 1000, 1025, 4000])
+def test_every_name_creating_operation_refuses_names_over_255_bytes(
+    d: Path, local: Path, length: int
+):
+    long = "n" * length
+    ops = {
+        "create": lambda base: os.close(os.open(base / long, os.O_CREAT | os.O_WRONLY)),
+        "mkdir": lambda base: os.mkdir(base / long),
+        "mknod": lambda base: os.mkfifo(base / long),
+        "symlink": lambda base: os.symlink("target", base / long),
+        "link": lambda base: os.link(base / "exists", base / long),
+        "rename": lambda base: os.rename(base / "exists", base / long),
+        "stat": lambda base: os.stat(base / long),
+        "unlink": lambda base: os.unlink(base / long),
+        "setxattr": lambda base: os.setxattr(base / long, "user.k", b""),
+    }
+    for base in (local, d):
+        write(base / "exists", b"")
+    for name, op in ops.items():
+        got_local, got = errno_of(op, local), errno_of(op, d)
+        assert got_local == errno.ENAMETOOLONG, f"{name}: local gave {got_local}"
+        assert got == errno.ENAMETOOLONG, f"{name}: riverfs gave {errno.errorcode.get(got, got)}"
+    assert os.listdir(d) == ["exists"]
+
+
+def test_names_of_exactly_255_bytes_work_for_every_operation(d: Path):
+    n = "m" * 255
+    os.mkdir(d / n)
+    write(d / n / n, b"data")
+    os.link(d / n / n, d / n / ("l" * 255))
+    os.symlink(n, d / n / ("s" * 255))
+    os.mkfifo(d / n / ("f" * 255))
+    os.rename(d / n / ("f" * 255), d / n / ("r" * 255))
+    assert sorted(os.listdir(d / n)) == sorted([n, "l" * 255, "s" * 255, "r" * 255])
+    assert read(d / n / ("l" * 255)) == b"data"
+    assert os.readlink(d / n / ("s" * 255)) == n
