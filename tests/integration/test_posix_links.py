@@ -735,3 +735,32 @@ def test_names_of_exactly_255_bytes_work_for_every_operation(d: Path):
     assert sorted(os.listdir(d / n)) == sorted([n, "l" * 255, "s" * 255, "r" * 255])
     assert read(d / n / ("l" * 255)) == b"data"
     assert os.readlink(d / n / ("s" * 255)) == n
+
+
+def test_rename_exchange_updates_ctime_of_both_inodes_and_mtime_of_both_parents(d: Path):
+    os.mkdir(d / "p1")
+    os.mkdir(d / "p2")
+    write(d / "p1" / "a", b"a")
+    os.mkdir(d / "p2" / "b")
+    old = 1_000_000_000 * 10**9
+    for p in (d / "p1", d / "p2"):
+        os.utime(p, ns=(old, old))
+    ctimes = {n: os.lstat(d / n).st_ctime_ns for n in ("p1/a", "p2/b")}
+    clock_past(max(ctimes.values()))
+    renameat2(d / "p1" / "a", d / "p2" / "b", RENAME_EXCHANGE)
+    assert os.lstat(d / "p2" / "b").st_ctime_ns > ctimes["p1/a"]  # the file, now in p2
+    assert os.lstat(d / "p1" / "a").st_ctime_ns > ctimes["p2/b"]  # the directory, now in p1
+    assert os.stat(d / "p1").st_mtime_ns > old
+    assert os.stat(d / "p2").st_mtime_ns > old
+
+
+def test_rename_over_a_file_with_other_links_updates_its_ctime_and_nlink(d: Path):
+    write(d / "victim", b"v")
+    os.link(d / "victim", d / "other-link")
+    write(d / "src", b"s")
+    ctime = os.stat(d / "other-link").st_ctime_ns
+    clock_past(ctime)
+    os.replace(d / "src", d / "victim")
+    st = os.stat(d / "other-link")
+    assert st.st_nlink == 1
+    assert st.st_ctime_ns > ctime
