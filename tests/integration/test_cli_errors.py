@@ -6,6 +6,7 @@ with ``riverfs: ``, never a traceback.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -285,6 +286,33 @@ def test_mount_refuses_store_that_was_reformatted_for_another_volume(volume: Vol
     proc = run_cli("mount", *args, check=False, timeout=60)
     assert_one_line_error(proc, "belongs to")
     assert_nothing_mounted_or_running(mnt)
+
+
+def test_format_force_never_rewrites_an_object_of_the_old_volume(volume: Volume):
+    """DESIGN: objects are immutable, a key is never written twice. A re-formatted volume in
+    the same store must not overwrite the old volume's objects with new content."""
+    store = Path(volume.storage_url.removeprefix("file://"))
+
+    def objects() -> dict[str, str]:
+        return {
+            str(p.relative_to(store)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in store.rglob("*")
+            if p.is_file() and p.name != "riverfs.json"
+        }
+
+    m = volume.mount()
+    (m.path / "old").write_bytes(os.urandom(5_000_000))
+    m.umount()
+    old = objects()
+    assert old
+    run_cli("format", volume.meta_url, "--storage", volume.storage_url, "--force")
+    m = volume.mount(m.path)
+    new_data = os.urandom(5_000_000)
+    (m.path / "new").write_bytes(new_data)
+    now = objects()
+    rewritten = sorted(k for k in old if k in now and now[k] != old[k])
+    assert not rewritten, f"object keys of the old volume written again: {rewritten}"
+    assert (m.path / "new").read_bytes() == new_data
 
 
 # -- fuse device missing -------------------------------------------------------------------

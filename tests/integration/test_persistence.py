@@ -8,6 +8,7 @@ from the store; the kill -9 tests keep the (possibly half-written) cache, as a c
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import shutil
 import stat
@@ -530,3 +531,28 @@ def test_file_unlinked_while_open_is_freed_after_kill9_at_next_mount(volume: Vol
     assert os.listdir(m.path) == ["keep"]
     out = run_cli("status", volume.meta_url).stdout
     assert out.count(str(m.path)) == 1, f"the dead session is still listed:\n{out}"
+
+
+def test_mmap_writes_survive_kill9_after_msync_and_fsync(volume: Volume):
+    m = volume.mount()
+    p = m.path / "mapped"
+    size = 6 * MiB
+    with open(p, "wb") as f:
+        f.truncate(size)
+    expected = bytearray(size)
+    fd = os.open(p, os.O_RDWR)
+    try:
+        with mmap.mmap(fd, size) as mm:
+            for off, chunk in [(100, b"hello"), (4 * MiB - 2, b"across"), (size - 5, b"tail!")]:
+                mm[off : off + len(chunk)] = chunk
+                expected[off : off + len(chunk)] = chunk
+            mm.flush()  # msync(MS_SYNC)
+        os.fsync(fd)
+        m.kill9()
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    m = remount(volume, m)
+    assert (m.path / "mapped").read_bytes() == bytes(expected)
