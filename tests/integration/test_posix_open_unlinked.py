@@ -352,3 +352,26 @@ def test_unlinked_file_held_only_by_an_o_path_descriptor_reopens_with_its_data(d
             os.close(fd)
     finally:
         os.close(opath)
+
+
+@riverfs_only
+def test_closing_an_unlinked_fd_keeps_blocks_that_another_link_still_uses(
+    d: Path, store: Path | None
+):
+    before = objects(store)
+    data = os.urandom(BLOCK + 5)
+    write(d / "a", data)
+    os.link(d / "a", d / "b")
+    mine = objects(store) - before
+    assert mine
+    fd = os.open(d / "a", os.O_RDONLY)
+    os.unlink(d / "a")
+    os.close(fd)
+    # let the background deleter demonstrably run: another file's blocks go away
+    before_other = objects(store)
+    write(d / "other", os.urandom(BLOCK))
+    other = objects(store) - before_other
+    os.unlink(d / "other")
+    wait_until(lambda: not (other & objects(store)), timeout=60)
+    assert mine <= objects(store), "blocks of a file that still has a link were deleted"
+    assert read(d / "b") == data
