@@ -615,7 +615,8 @@ def test_mount_without_url_formats_default_volume_on_first_use(tmp_path, xdg_env
     run_cli("mount", str(mnt), "--background", env=xdg_env, timeout=60)
     assert (mnt / "f").read_bytes() == b"default volume"
     run_cli("umount", str(mnt), env=xdg_env)
-    assert not list((Path(xdg_env["HOME"])).rglob("meta.db")), "wrote under $HOME, not XDG"
+    assert (Path(xdg_env["XDG_CACHE_HOME"]) / "riverfs").is_dir(), "cache not in XDG_CACHE_HOME"
+    assert list(Path(xdg_env["HOME"]).iterdir()) == [], "wrote under $HOME instead of XDG dirs"
 
 
 def test_format_without_url_creates_default_volume_and_refuses_a_second_time(xdg_env):
