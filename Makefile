@@ -58,9 +58,11 @@ system-packages:
 	fi
 
 run: install
-	@mkdir -p $(MNT)
-	@if grep -qF " $$(realpath $(MNT)) " /proc/self/mountinfo; then \
+	@if grep -qF " $(abspath $(MNT)) " /proc/self/mountinfo; then \
+	    if ! stat -t $(MNT)/. >/dev/null 2>&1; then \
+	        echo "$(MNT) is mounted but does not answer (its daemon died?): run make umount, then make run" >&2; exit 1; fi; \
 	    echo "$(MNT) is already mounted (unmount with: make umount)"; exit 0; fi; \
+	mkdir -p $(MNT); \
 	$(VENV)/bin/riverfs mount $(MNT) --background; \
 	echo; \
 	echo "riverfs: the default volume is mounted at $(MNT)"; \
