@@ -649,6 +649,27 @@ def test_statfs_used_space_and_inodes_follow_writes_and_deletes(d: Path, fs_root
     wait_until(lambda: used_inodes() <= inodes0, timeout=10)
 
 
+@riverfs_only
+def test_statfs_reports_the_capacity_given_at_format(tmp_path: Path):
+    vol = Volume(
+        root=tmp_path,
+        meta_url=f"sqlite://{tmp_path}/meta.db",
+        storage_url=f"file://{tmp_path}/store",
+        cache_dir=tmp_path / "cache",
+    )
+    try:
+        run_cli("format", vol.meta_url, "--storage", vol.storage_url, "--capacity", "10G")
+        mnt = vol.mount(tmp_path / "mnt", *MOUNT_ARGS).path
+        sv = os.statvfs(mnt)
+        assert sv.f_blocks * sv.f_frsize == 10 * 1024**3
+        free0 = sv.f_bavail * sv.f_frsize
+        write(mnt / "f", os.urandom(8 * MiB))
+        wait_until(lambda: os.statvfs(mnt).f_bavail * sv.f_frsize <= free0 - 8 * MiB + 65536)
+    finally:
+        vol.cleanup()
+        force_unmount(tmp_path / "mnt")
+
+
 def test_statvfs_works_on_a_file_inside_the_mount(d: Path):
     write(d / "f", b"")
     assert os.statvfs(d / "f").f_namemax == 255
