@@ -621,3 +621,22 @@ def test_chgrp_by_owner_outside_the_old_group_clears_setgid_without_group_execut
         return st.st_gid, oct(stat.S_IMODE(st.st_mode))
 
     same_outcome(scenario, d, local, (4242, oct(0o764)))
+
+
+def test_trusted_xattrs_are_invisible_to_unprivileged_users(d: Path, local: Path):
+    def scenario(base: Path):
+        f = write(base / "f", b"", 0o666)
+        os.setxattr(f, "user.visible", b"u")
+        os.setxattr(f, "trusted.hidden", b"t")
+        return as_user(
+            base,
+            lambda: (
+                sorted(os.listxattr("f")),
+                E(errno_of(os.getxattr, "f", "trusted.hidden")),
+                E(errno_of(os.setxattr, "f", "trusted.hidden", b"x")),
+                E(errno_of(os.removexattr, "f", "trusted.hidden")),
+            ),
+        )
+
+    same_outcome(scenario, d, local, (["user.visible"], "ENODATA", "EPERM", "EPERM"))
+    assert os.getxattr(d / "f", "trusted.hidden") == b"t"

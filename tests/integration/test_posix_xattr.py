@@ -336,3 +336,14 @@ def test_listxattr_size_query_and_too_small_buffer_erange(d: Path, local: Path):
 @pytest.mark.parametrize("name", ["user.", "trusted.", "security."])
 def test_xattr_name_with_empty_suffix_fails_einval(d: Path, local: Path, name: str):
     same_errno(lambda base: os.setxattr(touch(base / "f"), name, b"v"), d, local, errno.EINVAL)
+
+
+def test_trusted_xattr_on_a_symlink_itself_as_root(d: Path, local: Path):
+    for base in (local, d):
+        touch(base / "t")
+        os.symlink("t", base / "l")
+        os.setxattr(base / "l", "trusted.k", b"on the link", follow_symlinks=False)
+    for base in (local, d):
+        assert os.getxattr(base / "l", "trusted.k", follow_symlinks=False) == b"on the link"
+        assert os.listxattr(base / "l", follow_symlinks=False) == ["trusted.k"]
+        assert os.listxattr(base / "t") == []
