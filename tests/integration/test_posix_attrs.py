@@ -627,7 +627,10 @@ def test_statfs_reports_one_pib_capacity_and_name_limit(fs_root: Path):
 
 
 @riverfs_only
-def test_statfs_used_space_and_inodes_follow_writes_and_deletes(d: Path, fs_root: Path):
+def test_statfs_used_space_and_inodes_follow_writes_and_deletes(volume: Volume):
+    fs_root = volume.mount(None, *MOUNT_ARGS).path  # a fresh volume: no deletes in flight
+    d = fs_root
+
     def used_bytes() -> int:
         sv = os.statvfs(fs_root)
         return (sv.f_blocks - sv.f_bfree) * sv.f_frsize

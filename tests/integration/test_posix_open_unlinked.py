@@ -290,7 +290,9 @@ def test_unlinked_directory_fd_and_file_fd_inside_it(d: Path):
 
 
 @riverfs_only
-def test_statfs_space_of_unlinked_open_file_is_released_after_last_close(d: Path):
+def test_statfs_space_of_unlinked_open_file_is_released_after_last_close(volume: Volume):
+    d = volume.mount(None, *MOUNT_ARGS).path  # a fresh volume: no deletes in flight
+
     def used() -> int:
         sv = os.statvfs(d)
         return (sv.f_blocks - sv.f_bfree) * sv.f_frsize
