@@ -668,6 +668,8 @@ def main() -> int:
     unknown = set(only) - set(TARGETS)
     if unknown or not only:
         parser.error(f"--only: unknown filesystem(s) {sorted(unknown)}; choose from {TARGETS}")
+    if args.repeat < 1 or args.files < 1 or args.random_reads < 1:
+        parser.error("--repeat, --files and --random-reads must be at least 1")
     if args.rss and "riverfs" not in only:
         parser.error("--rss needs riverfs in --only")
     if os.geteuid() != 0:
