@@ -347,3 +347,15 @@ def test_trusted_xattr_on_a_symlink_itself_as_root(d: Path, local: Path):
         assert os.getxattr(base / "l", "trusted.k", follow_symlinks=False) == b"on the link"
         assert os.listxattr(base / "l", follow_symlinks=False) == ["trusted.k"]
         assert os.listxattr(base / "t") == []
+
+
+def test_xattr_names_are_bytes(d: Path, local: Path):
+    for base in (local, d):
+        f = touch(base / "f")
+        os.setxattr(f, b"user.\xff\xfe raw", b"v1")
+        os.setxattr(f, "user.ünï".encode(), b"v2")
+    for base in (local, d):
+        assert sorted(os.fsencode(n) for n in os.listxattr(base / "f")) == sorted(
+            [b"user.\xff\xfe raw", "user.ünï".encode()]
+        )
+        assert os.getxattr(base / "f", b"user.\xff\xfe raw") == b"v1"
