@@ -15,7 +15,10 @@ from riverfs.chunk.block import (
     block_key,
     block_lengths,
     decode_block,
+    decode_range,
     encode_block,
+    page_span,
+    payload_offset,
     slice_keys,
 )
 
@@ -52,7 +55,7 @@ def test_incompressible_data_is_stored_raw(compression):
     data = os.urandom(8192)
     raw = encode_block(data, compression)
     assert flags_of(raw) & 0x03 == 0
-    assert raw[HEADER.size :] == data
+    assert raw[payload_offset(len(data)) :] == data
     assert decode_block(raw, KEY) == data
 
 
@@ -135,8 +138,9 @@ def test_unknown_version_raises_block_corrupt():
 @pytest.mark.parametrize("delta", [-1, 1, 1000])
 def test_wrong_plain_length_in_header_raises_block_corrupt(compression, delta):
     raw = bytearray(encode_block(COMPRESSIBLE, compression))
-    magic, version, flags, reserved, plain, crc = HEADER.unpack_from(raw)
-    struct.pack_into(HEADER.format, raw, 0, magic, version, flags, reserved, plain + delta, crc)
+    fields = list(HEADER.unpack_from(raw))
+    fields[5] += delta  # plain length
+    struct.pack_into(HEADER.format, raw, 0, *fields)
     with pytest.raises(BlockCorrupt, match=KEY):
         decode_block(bytes(raw), KEY)
 
@@ -208,3 +212,36 @@ def test_encode_and_decode_are_safe_from_several_threads(compression):
     )
     crashed = f" (killed by signal {-proc.returncode})" if proc.returncode < 0 else ""
     assert proc.returncode == 0, f"exit {proc.returncode}{crashed}: {proc.stdout[-500:]}"
+
+
+def _range(raw: bytes, length: int, start: int, end: int) -> bytes:
+    _, lo, hi = page_span(length, start, end)
+    return decode_range(raw[: payload_offset(length)], raw[lo:hi], KEY, length, start, end)
+
+
+def test_any_byte_range_of_an_uncompressed_block_reads_from_its_pages_alone():
+    data = os.urandom((1 << 20) + 12345)
+    raw = encode_block(data, "none")
+    for start, end in [
+        (0, 1),
+        (0, 4096),
+        (65535, 65537),
+        (70000, 300000),
+        (len(data) - 5, len(data)),
+    ]:
+        assert _range(raw, len(data), start, end) == data[start:end]
+
+
+def test_a_flipped_byte_in_a_fetched_page_raises_block_corrupt():
+    data = os.urandom(300_000)
+    raw = bytearray(encode_block(data, "none"))
+    raw[payload_offset(len(data)) + 70_000] ^= 1  # in page 1
+    with pytest.raises(BlockCorrupt, match="page 1"):
+        _range(bytes(raw), len(data), 69_000, 71_000)
+    assert _range(bytes(raw), len(data), 0, 1000) == data[:1000]  # page 0 is intact
+
+
+def test_a_range_of_a_block_whose_header_lies_about_its_length_raises_block_corrupt():
+    raw = encode_block(os.urandom(5000), "none")
+    with pytest.raises(BlockCorrupt, match=KEY):
+        decode_range(raw[:100], raw[100:200], KEY, 6000, 0, 100)

@@ -254,3 +254,60 @@ def test_concurrent_compressed_saves_and_loads_all_succeed(compression):
     )
     crashed = f" (killed by signal {-proc.returncode})" if proc.returncode < 0 else ""
     assert proc.returncode == 0, f"exit {proc.returncode}{crashed}: {proc.stdout[-500:]}"
+
+
+class RangeCountingStore(ObjectStore):
+    """Counts whole-object gets and the bytes fetched by range gets."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner.url, inner._store)
+        self.gets = 0
+        self.range_bytes = 0
+
+    async def get(self, key: str) -> bytes:
+        self.gets += 1
+        return await super().get(key)
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        self.range_bytes += end - start
+        return await super().get_range(key, start, end)
+
+
+@async_test
+async def test_a_small_random_read_fetches_only_the_pages_it_needs(store):
+    big = 4 << 20
+    data = os.urandom(big)
+    await store.put(block_key(9, 0, big), encode_block(data))
+    counting = RangeCountingStore(store)
+    bs = BlockStore(counting, big, "none", None)
+    try:
+        assert await bs.load_range(9, 0, big, 1_000_000, 1_004_096) == data[1_000_000:1_004_096]
+        assert counting.gets == 0
+        assert counting.range_bytes < 200_000  # one or two 64 KiB pages and the page table
+    finally:
+        await bs.close()
+
+
+@async_test
+async def test_a_random_read_of_a_corrupt_page_raises_block_corrupt(store):
+    data = os.urandom(1 << 20)
+    raw = bytearray(encode_block(data))
+    raw[-10] ^= 0xFF
+    await store.put(block_key(10, 0, len(data)), bytes(raw))
+    bs = BlockStore(store, 1 << 20, "none", None)
+    try:
+        with pytest.raises(BlockCorrupt, match="10_0_"):
+            await bs.load_range(10, 0, len(data), len(data) - 100, len(data))
+        assert await bs.load_range(10, 0, len(data), 0, 100) == data[:100]
+    finally:
+        await bs.close()
+
+
+@async_test
+async def test_a_random_read_of_a_missing_block_raises_block_corrupt(store):
+    bs = BlockStore(store, 1 << 20, "none", None)
+    try:
+        with pytest.raises(BlockCorrupt, match="missing"):
+            await bs.load_range(11, 0, 1 << 20, 5000, 6000)
+    finally:
+        await bs.close()

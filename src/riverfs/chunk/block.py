@@ -4,13 +4,17 @@ A slice (one contiguous write, volume-unique id) is stored as blocks of at most 
 bytes. Block `i` of slice `id` holds slice bytes [i * block_size, (i + 1) * block_size) and is
 stored at `chunks/<id // 1_000_000>/<id // 1000>/<id>_<i>_<len>`. Objects are immutable.
 
-Each stored block starts with a 16-byte header so corruption is detected, never served:
+Each stored block is self-checking, so corruption is detected, never served:
 
-    magic "RVBK" | version u8 | flags u8 | reserved u16 | plain length u32 | crc32 u32
+    header (20 bytes): magic "RVBK" | version u8 | flags u8 | page shift u8 | reserved u8
+                       | plain length u32 | stored length u32 | header crc32 u32
+    page table:        crc32 u32 of each page (1 << page shift bytes) of the stored payload
+    payload:           the block, compressed or not, `stored length` bytes
 
-flags bits 0-1: compression (0 none, 1 zstd, 2 lz4); bit 7: encrypted (reserved). The crc32
-covers the header's other fields and the payload exactly as stored, so a flipped bit anywhere
-is caught before decompression.
+flags bits 0-1: compression (0 none, 1 zstd, 2 lz4); bit 7: encrypted (reserved). The header
+crc covers the header's other fields and the page table; each page crc covers its page. So a
+flipped bit anywhere is caught before decompression, and a reader that needs a few KiB of an
+uncompressed block can fetch and verify just the pages holding them (`page_span`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import zstandard
 CHUNK_SIZE = 64 << 20
 MAGIC = b"RVBK"
 VERSION = 1
-HEADER = struct.Struct("<4sBBHII")
+HEADER = struct.Struct("<4sBBBBIII")
+PAGE_SHIFT = 16  # 64 KiB pages
+PAGE_SIZE = 1 << PAGE_SHIFT
 COMPRESSIONS = {"none": 0, "zstd": 1, "lz4": 2}
 _COMPRESSION_MASK = 0x03
 
@@ -59,8 +65,27 @@ def _zstd() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
     return pair
 
 
+def _pages(n: int) -> int:
+    return -(-n // PAGE_SIZE)
+
+
+def table_size(stored_len: int) -> int:
+    return 4 * _pages(stored_len)
+
+
+def payload_offset(stored_len: int) -> int:
+    """Where the payload of a block with `stored_len` payload bytes starts."""
+    return HEADER.size + table_size(stored_len)
+
+
+def _page_crcs(payload) -> bytes:
+    view = memoryview(payload)
+    crcs = [zlib.crc32(view[i : i + PAGE_SIZE]) for i in range(0, len(view), PAGE_SIZE)]
+    return struct.pack(f"<{len(crcs)}I", *crcs)
+
+
 def encode_block(data: bytes | bytearray | memoryview, compression: str = "none") -> bytes:
-    """The stored form of a block: header + (compressed) payload."""
+    """The stored form of a block: header, page table, (compressed) payload."""
     algo = COMPRESSIONS[compression]
     if algo == 1:
         payload = _zstd()[0].compress(data)
@@ -70,26 +95,48 @@ def encode_block(data: bytes | bytearray | memoryview, compression: str = "none"
         payload = data
     if algo and len(payload) >= len(data):  # incompressible: store raw, say so in the flags
         algo, payload = 0, data
-    crc = _checksum(HEADER.pack(MAGIC, VERSION, algo, 0, len(data), 0), payload)
-    return b"".join((HEADER.pack(MAGIC, VERSION, algo, 0, len(data), crc), payload))
+    table = _page_crcs(payload)
+    fields = (MAGIC, VERSION, algo, PAGE_SHIFT, 0, len(data), len(payload))
+    crc = zlib.crc32(table, zlib.crc32(HEADER.pack(*fields, 0)))
+    return b"".join((HEADER.pack(*fields, crc), table, payload))
 
 
-def _checksum(header_without_crc: bytes, payload) -> int:
-    return zlib.crc32(payload, zlib.crc32(header_without_crc))
+def _read_header(head, key: str, plain_len: int | None = None) -> tuple[int, int, int, bytes]:
+    """Check a block's header and page table; return (flags, plain len, stored len, table)."""
+    if len(head) < HEADER.size:
+        raise BlockCorrupt(f"{key}: truncated ({len(head)} bytes, shorter than the header)")
+    magic, version, flags, shift, reserved, plain, stored, crc = HEADER.unpack_from(head)
+    if magic != MAGIC:
+        raise BlockCorrupt(f"{key}: bad magic {bytes(magic)!r}")
+    if version != VERSION:
+        raise BlockCorrupt(f"{key}: unknown block format version {version}")
+    table = bytes(head[HEADER.size : HEADER.size + table_size(stored)])
+    if len(table) != table_size(stored):
+        raise BlockCorrupt(f"{key}: truncated page table")
+    fields = (magic, version, flags, shift, reserved, plain, stored, 0)
+    if zlib.crc32(table, zlib.crc32(HEADER.pack(*fields))) != crc or shift != PAGE_SHIFT:
+        raise BlockCorrupt(f"{key}: checksum mismatch in the header")
+    if plain_len is not None and plain != plain_len:
+        raise BlockCorrupt(f"{key}: header says {plain} bytes, the key {plain_len}")
+    return flags, plain, stored, table
+
+
+def _check_pages(payload, table: bytes, first_page: int, key: str) -> None:
+    view = memoryview(payload)
+    for n, i in enumerate(range(0, len(view), PAGE_SIZE)):
+        (want,) = struct.unpack_from("<I", table, 4 * (first_page + n))
+        if zlib.crc32(view[i : i + PAGE_SIZE]) != want:
+            raise BlockCorrupt(f"{key}: checksum mismatch in page {first_page + n}")
 
 
 def decode_block(raw: bytes | memoryview, key: str) -> bytes:
     """The plaintext of a stored block; BlockCorrupt if anything does not check out."""
-    if len(raw) < HEADER.size:
-        raise BlockCorrupt(f"{key}: truncated ({len(raw)} bytes, shorter than the header)")
-    magic, version, flags, reserved, plain_len, crc = HEADER.unpack_from(raw)
-    if magic != MAGIC:
-        raise BlockCorrupt(f"{key}: bad magic {magic!r}")
-    if version != VERSION:
-        raise BlockCorrupt(f"{key}: unknown block format version {version}")
-    payload = memoryview(raw)[HEADER.size :]
-    if _checksum(HEADER.pack(magic, version, flags, reserved, plain_len, 0), payload) != crc:
-        raise BlockCorrupt(f"{key}: checksum mismatch")
+    flags, plain_len, stored, table = _read_header(raw, key)
+    start = payload_offset(stored)
+    payload = memoryview(raw)[start:]
+    if len(payload) != stored:
+        raise BlockCorrupt(f"{key}: {len(payload)} payload bytes, the header says {stored}")
+    _check_pages(payload, table, 0, key)
     algo = flags & _COMPRESSION_MASK
     try:
         if algo == 0:
@@ -105,3 +152,25 @@ def decode_block(raw: bytes | memoryview, key: str) -> bytes:
     if len(data) != plain_len:
         raise BlockCorrupt(f"{key}: length {len(data)} != header's {plain_len}")
     return data
+
+
+def page_span(length: int, start: int, end: int) -> tuple[int, int, int]:
+    """For bytes [start, end) of an uncompressed block of `length` bytes: the first page and
+    the byte range [lo, hi) of the stored object holding those pages."""
+    first, last = start >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT
+    base = payload_offset(length)
+    return first, base + (first << PAGE_SHIFT), base + min((last + 1) << PAGE_SHIFT, length)
+
+
+def decode_range(head, pages, key: str, length: int, start: int, end: int) -> bytes:
+    """Bytes [start, end) of an uncompressed block, from its verified header (`head`: the
+    object's first `payload_offset(length)` bytes) and the pages `page_span` named."""
+    flags, _, stored, table = _read_header(head, key, plain_len=length)
+    if flags & _COMPRESSION_MASK or stored != length:
+        raise BlockCorrupt(f"{key}: compressed, cannot read a range")  # callers check first
+    first, lo, hi = page_span(length, start, end)
+    if len(pages) != hi - lo:
+        raise BlockCorrupt(f"{key}: short range read ({len(pages)} of {hi - lo} bytes)")
+    _check_pages(pages, table, first, key)
+    offset = start - (first << PAGE_SHIFT)
+    return bytes(memoryview(pages)[offset : offset + end - start])

@@ -45,6 +45,9 @@ class DiskCache:
     def _name(key: str) -> str:
         return key.replace("/", "~")
 
+    def has(self, key: str) -> bool:
+        return self._name(key) in self._index
+
     def get(self, key: str) -> bytes | None:
         """The cached block, or None (blocking: run it in a thread)."""
         name = self._name(key)

@@ -14,9 +14,18 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from riverfs.chunk.block import BlockCorrupt, block_key, decode_block, encode_block, slice_keys
+from riverfs.chunk.block import (
+    BlockCorrupt,
+    block_key,
+    decode_block,
+    decode_range,
+    encode_block,
+    page_span,
+    payload_offset,
+    slice_keys,
+)
 from riverfs.chunk.cache import DiskCache
-from riverfs.objects import ObjectNotFound, ObjectStore
+from riverfs.objects import ObjectNotFound, ObjectStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +81,32 @@ class BlockStore:
             self._inflight[key] = fetch
             fetch.add_done_callback(lambda _: self._inflight.pop(key, None))
         return await asyncio.shield(fetch)
+
+    async def load_range(
+        self, slice_id: int, index: int, length: int, start: int, end: int
+    ) -> bytes:
+        """Bytes [start, end) of a block, for a random reader.
+
+        A block at hand (memory, disk cache, being fetched) is used whole; otherwise, when the
+        block is stored uncompressed and the range is small, only the pages holding the range
+        are fetched and verified, and nothing is cached: random readers would only evict
+        what sequential readers need.
+        """
+        key = block_key(slice_id, index, length)
+        at_hand = key in self._mem or key in self._inflight
+        cached = self.cache is not None and self.cache.has(key)
+        if at_hand or cached or self.compression != "none" or end - start > length // 4:
+            return (await self.load(slice_id, index, length))[start:end]
+        _, lo, hi = page_span(length, start, end)
+        try:
+            head, pages = await asyncio.gather(
+                self.store.get_range(key, 0, payload_offset(length)),
+                self.store.get_range(key, lo, hi),
+            )
+        except StoreError as e:  # missing, truncated, ...: let the full load say what is wrong
+            log.debug("range read of %s failed (%s); loading the whole block", key, e)
+            return (await self.load(slice_id, index, length))[start:end]
+        return decode_range(head, pages, key, length, start, end)
 
     async def _fetch_and_remember(self, key: str) -> bytes:
         data = await self._fetch(key)

@@ -66,6 +66,8 @@ class FileReader:
     ) -> bytes:
         """Bytes [offset, offset+size) of a file of `length` bytes (short at EOF)."""
         end = min(offset + size, length)
+        # A handle jumping around reads only the pages it needs, not whole blocks.
+        jumped = state is not None and offset not in (0, state.next_offset)
         pieces = []
         pos = offset
         bs = self.blocks.block_size
@@ -80,9 +82,13 @@ class FileReader:
                 want = n
                 while want:
                     bi, bo = divmod(at, bs)
-                    block = await self.blocks.load(seg.id, bi, min(bs, seg.size - bi * bs))
-                    take = min(want, len(block) - bo)
-                    pieces.append(block[bo : bo + take] if (bo or take < len(block)) else block)
+                    blen = min(bs, seg.size - bi * bs)
+                    take = min(want, blen - bo)
+                    if jumped:
+                        pieces.append(await self.blocks.load_range(seg.id, bi, blen, bo, bo + take))
+                    else:
+                        block = await self.blocks.load(seg.id, bi, blen)
+                        pieces.append(block[bo : bo + take] if (bo or take < blen) else block)
                     at += take
                     want -= take
             pos += n
