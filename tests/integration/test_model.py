@@ -37,7 +37,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from support import Volume, is_mounted, run_cli
+from support import Mount, Volume, is_mounted, run_cli
 
 # Small name pool, two directory levels: operations collide often.
 NAMES = ["a", "b", "c", "d"]
@@ -453,7 +453,7 @@ MOUNT_OPTIONS = {
 
 
 @pytest.fixture(scope="module", params=sorted(MOUNT_OPTIONS))
-def model_mount(request, tmp_path_factory):
+def model_mount(request, tmp_path_factory) -> Mount:
     """One riverfs mount (small blocks) for the whole state-machine run."""
     root = tmp_path_factory.mktemp("modelvol")
     vol = Volume(
@@ -464,30 +464,61 @@ def model_mount(request, tmp_path_factory):
     )
     try:
         run_cli("format", vol.meta_url, "--storage", vol.storage_url, "--block-size", BLOCK_SIZE)
-        yield vol.mount(None, *MOUNT_OPTIONS[request.param]).path
+        yield vol.mount(None, *MOUNT_OPTIONS[request.param])
     finally:
         vol.cleanup()
 
 
-def test_random_operation_sequences_match_local_filesystem(model_mount, tmp_path):
+MODEL_SETTINGS = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.filter_too_much],
+}
+
+
+def test_random_operation_sequences_match_local_filesystem(model_mount: Mount, tmp_path):
     ref = tmp_path / "ref"
     ref.mkdir()
     old_umask = os.umask(0o022)
     try:
 
         class Machine(FsModel):
-            rv_root = model_mount
+            rv_root = model_mount.path
             ref_root = ref
 
         run_state_machine_as_test(
             Machine,
-            settings=settings(
-                max_examples=50,
-                stateful_step_count=30,
-                deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-            ),
+            settings=settings(max_examples=50, stateful_step_count=30, **MODEL_SETTINGS),
         )
     finally:
         os.umask(old_umask)
-    assert is_mounted(model_mount), "the riverfs mount died during the run"
+    assert is_mounted(model_mount.path), "the riverfs mount died during the run"
+
+
+@pytest.mark.parametrize("model_mount", ["kernel-cache"], indirect=True)
+def test_random_operation_sequences_survive_remounts(model_mount: Mount, tmp_path):
+    """The same machine plus a rule that unmounts and mounts again (a new daemon): the tree
+    read back from the volume still matches the local directory in every detail."""
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    current = [model_mount]
+    old_umask = os.umask(0o022)
+    try:
+
+        class Machine(FsModel):
+            rv_root = model_mount.path
+            ref_root = ref
+
+            @precondition(lambda self: not self.handles)
+            @rule()
+            def remount(self):
+                mount = current[0]
+                mount.umount()
+                current[0] = mount.volume.mount(mount.path, *mount.args[5:])
+
+        run_state_machine_as_test(
+            Machine,
+            settings=settings(max_examples=15, stateful_step_count=30, **MODEL_SETTINGS),
+        )
+    finally:
+        os.umask(old_umask)
+    assert is_mounted(model_mount.path), "the riverfs mount died during the run"
