@@ -129,8 +129,11 @@ def _check_pages(payload, table: bytes, first_page: int, key: str) -> None:
             raise BlockCorrupt(f"{key}: checksum mismatch in page {first_page + n}")
 
 
-def decode_block(raw: bytes | memoryview, key: str) -> bytes:
-    """The plaintext of a stored block; BlockCorrupt if anything does not check out."""
+def decode_block(raw: bytes | memoryview, key: str) -> bytes | memoryview:
+    """The plaintext of a stored block; BlockCorrupt if anything does not check out.
+
+    An uncompressed block comes back as a view into `raw` (no copy).
+    """
     flags, plain_len, stored, table = _read_header(raw, key)
     start = payload_offset(stored)
     payload = memoryview(raw)[start:]
@@ -140,7 +143,7 @@ def decode_block(raw: bytes | memoryview, key: str) -> bytes:
     algo = flags & _COMPRESSION_MASK
     try:
         if algo == 0:
-            data = bytes(payload)
+            data = payload
         elif algo == 1:
             data = _zstd()[1].decompress(payload, max_output_size=plain_len)
         elif algo == 2:

@@ -48,10 +48,10 @@ class BlockStore:
         self.compression = compression
         self.cache = cache
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="riverfs-block")
-        self._mem: OrderedDict[str, bytes] = OrderedDict()
+        self._mem: OrderedDict[str, bytes | memoryview] = OrderedDict()
         self._mem_used = 0
         self._mem_limit = memory_limit
-        self._inflight: dict[str, asyncio.Task[bytes]] = {}
+        self._inflight: dict[str, asyncio.Task[bytes | memoryview]] = {}
         self._prefetching: set[asyncio.Task] = set()
         self._max_prefetch = max_prefetch
 
@@ -66,7 +66,7 @@ class BlockStore:
 
     # ---- reading --------------------------------------------------------------------------
 
-    async def load(self, slice_id: int, index: int, length: int) -> bytes:
+    async def load(self, slice_id: int, index: int, length: int) -> bytes | memoryview:
         """The plaintext of block `index` (of `length` bytes) of slice `slice_id`."""
         key = block_key(slice_id, index, length)
         data = self._mem.get(key)
@@ -108,12 +108,12 @@ class BlockStore:
             return (await self.load(slice_id, index, length))[start:end]
         return decode_range(head, pages, key, length, start, end)
 
-    async def _fetch_and_remember(self, key: str) -> bytes:
+    async def _fetch_and_remember(self, key: str) -> bytes | memoryview:
         data = await self._fetch(key)
         self._remember(key, data)
         return data
 
-    async def _fetch(self, key: str) -> bytes:
+    async def _fetch(self, key: str) -> bytes | memoryview:
         if self.cache is not None:
             raw = await self._run(self.cache.get, key)
             if raw is not None:
@@ -131,7 +131,7 @@ class BlockStore:
             await self._run(self.cache.put, key, raw)
         return data
 
-    def _remember(self, key: str, data: bytes) -> None:
+    def _remember(self, key: str, data: bytes | memoryview) -> None:
         if len(data) > self._mem_limit:
             return
         self._mem[key] = data

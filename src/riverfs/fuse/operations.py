@@ -2,8 +2,9 @@
 
 Errors are translated here, once: FSError becomes FUSEError with its errno; anything
 unexpected is logged with the operation and inode and answered with EIO, and the mount keeps
-running. Lookup counts are not tracked: an inode's life is decided by its links and by open
-handles (docs/SEMANTICS.md), so `forget` has nothing to do.
+running. Every reply that hands the kernel an inode (lookup, create, mkdir, mknod, symlink,
+link, readdirplus entries) counts one kernel reference (`vfs.remember`); `forget` gives them
+back, so a deleted inode lives exactly as long as the kernel can still reach it.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ class Operations(pyfuse3.Operations):
         self.attr_timeout = options.attr_timeout
         self.entry_timeout = options.entry_timeout
 
+    def _known(self, attr: Attr) -> pyfuse3.EntryAttributes:
+        """The reply for an inode handed to the kernel: counts one kernel reference."""
+        self.vfs.remember(attr.inode)
+        return self._entry(attr)
+
     def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()
         e.st_ino = attr.inode
@@ -79,10 +85,14 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def lookup(self, parent_inode, name, ctx=None):
-        return self._entry(await self.vfs.lookup(parent_inode, name))
+        return self._known(await self.vfs.lookup(parent_inode, name))
 
     async def forget(self, inode_list):
-        pass
+        for inode, count in inode_list:
+            try:
+                await self.vfs.forget(inode, count)
+            except Exception:  # forget has no reply: log, the session end frees the rest
+                log.exception("forget of inode %d failed", inode)
 
     @_handler
     async def getattr(self, inode, ctx=None):
@@ -99,7 +109,8 @@ class Operations(pyfuse3.Operations):
             ctime=attr.st_ctime_ns if fields.update_ctime else None,
         )
         size = attr.st_size if fields.update_size else None
-        return self._entry(await self.vfs.setattr(inode, change, size))
+        caller = Caller(ctx.uid, ctx.gid, ctx.pid)
+        return self._entry(await self.vfs.setattr(inode, change, size, caller))
 
     @_handler
     async def readlink(self, inode, ctx):
@@ -107,20 +118,20 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        return self._entry(await self.vfs.create(parent_inode, name, mode, ctx.uid, ctx.gid, rdev))
+        return self._known(await self.vfs.create(parent_inode, name, mode, ctx.uid, ctx.gid, rdev))
 
     @_handler
     async def mkdir(self, parent_inode, name, mode, ctx):
         mode = stat.S_IFDIR | stat.S_IMODE(mode)
-        return self._entry(await self.vfs.create(parent_inode, name, mode, ctx.uid, ctx.gid))
+        return self._known(await self.vfs.create(parent_inode, name, mode, ctx.uid, ctx.gid))
 
     @_handler
     async def symlink(self, parent_inode, name, target, ctx):
-        return self._entry(await self.vfs.symlink(parent_inode, name, target, ctx.uid, ctx.gid))
+        return self._known(await self.vfs.symlink(parent_inode, name, target, ctx.uid, ctx.gid))
 
     @_handler
     async def link(self, inode, new_parent_inode, new_name, ctx):
-        return self._entry(await self.vfs.link(inode, new_parent_inode, new_name))
+        return self._known(await self.vfs.link(inode, new_parent_inode, new_name))
 
     @_handler
     async def unlink(self, parent_inode, name, ctx):
@@ -161,6 +172,7 @@ class Operations(pyfuse3.Operations):
                     token, e.name, self._entry(e.attr), e.cookie + DOT_COOKIES
                 ):
                     return
+                self.vfs.remember(e.attr.inode)  # only entries the kernel accepted count
                 after = e.cookie
             if len(entries) < READDIR_PAGE:
                 return
@@ -182,7 +194,7 @@ class Operations(pyfuse3.Operations):
     async def create(self, parent_inode, name, mode, flags, ctx):
         caller = Caller(ctx.uid, ctx.gid, ctx.pid)
         fh, attr = await self.vfs.create_file(parent_inode, name, mode, flags, caller)
-        return pyfuse3.FileInfo(fh=fh), self._entry(attr)
+        return pyfuse3.FileInfo(fh=fh), self._known(attr)
 
     @_handler
     async def read(self, fh, off, size):
@@ -227,7 +239,7 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def listxattr(self, inode, ctx):
-        return await self.vfs.listxattr(inode)
+        return await self.vfs.listxattr(inode, Caller(ctx.uid, ctx.gid, ctx.pid))
 
     @_handler
     async def setxattr(self, inode, name, value, ctx):

@@ -366,11 +366,9 @@ class Meta:
         return await self.db.txn(fn)
 
     async def _drop_link(self, tx, attr: Attr, t: int, in_use: InUse) -> None:
-        """One link of `attr` went away: free it, or keep it for its open handles."""
-        if attr.is_dir:
-            await self._free(tx, attr)
-            return
-        if attr.nlink > 1:
+        """One link of `attr` went away: free it, or keep it while this mount still uses it
+        (open handles, or the kernel still refers to it)."""
+        if not attr.is_dir and attr.nlink > 1:
             await tx.run(
                 "UPDATE nodes SET nlink = nlink - 1, ctime = ? WHERE inode = ?", t, attr.inode
             )
@@ -401,7 +399,7 @@ class Meta:
 
         return await self.db.txn(fn)
 
-    async def rmdir(self, parent: int, name: bytes) -> Attr:
+    async def rmdir(self, parent: int, name: bytes, in_use: InUse = lambda _: False) -> Attr:
         check_name(name)
 
         async def fn(tx):
@@ -420,7 +418,7 @@ class Meta:
             t = now_ns()
             await tx.run("DELETE FROM edges WHERE parent = ? AND name = ?", parent, name)
             await self._touch_dir(tx, parent, t, -1)
-            await self._free(tx, attr)
+            await self._drop_link(tx, attr, t, in_use)
             return attr
 
         return await self.db.txn(fn)
@@ -484,19 +482,27 @@ class Meta:
                     "SELECT 1 FROM edges WHERE parent = ? LIMIT 1", dst.inode
                 ):
                     raise FSError(errno.ENOTEMPTY)
+                # The target's entry keeps its place (readdir cookie) and gets the new inode.
                 await tx.run(
-                    "DELETE FROM edges WHERE parent = ? AND name = ?", new_parent, new_name
+                    "UPDATE edges SET inode = ? WHERE parent = ? AND name = ?",
+                    src.inode,
+                    new_parent,
+                    new_name,
+                )
+                await tx.run(
+                    "DELETE FROM edges WHERE parent = ? AND name = ?", old_parent, old_name
                 )
                 if dst.is_dir:
                     await self._touch_dir(tx, new_parent, t, -1)
                 await self._drop_link(tx, dst, t, in_use)
-            await tx.run(
-                "UPDATE edges SET parent = ?, name = ? WHERE parent = ? AND name = ?",
-                new_parent,
-                new_name,
-                old_parent,
-                old_name,
-            )
+            else:
+                await tx.run(
+                    "UPDATE edges SET parent = ?, name = ? WHERE parent = ? AND name = ?",
+                    new_parent,
+                    new_name,
+                    old_parent,
+                    old_name,
+                )
             moved_dir = src.is_dir and old_parent != new_parent
             await self._touch_dir(tx, old_parent, t, -1 if moved_dir else 0)
             await self._touch_dir(tx, new_parent, t, 1 if moved_dir else 0)

@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import stat
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 from riverfs import __version__
 from riverfs.chunk.block import BlockCorrupt
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 DAY_NS = 86_400 * 10**9
 MAX_CACHE_STAMPS = 100_000
-MAX_REMOVED = 4096
 XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.")  # no system.* (POSIX ACLs)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 
@@ -62,10 +61,11 @@ class VFS:
         self._relieving: asyncio.Task | None = None
         self._upload_slots = asyncio.Semaphore(options.upload_concurrency)
         self._writers: dict[int, FileWriter] = {}
-        self._sustained: set[int] = set()  # deleted while open here; freed at last close
+        # Inodes deleted while this mount still uses them (open handles or kernel references):
+        # freed when the last handle closes and the kernel forgets them.
+        self._sustained: set[int] = set()
+        self._kernel_refs: Counter[int] = Counter()  # FUSE lookup counts
         self._stamps: OrderedDict[int, tuple[int, int]] = OrderedDict()  # page cache validity
-        # Inodes just freed, for fstat/stat(".") through references the kernel still holds.
-        self._removed: OrderedDict[int, Attr] = OrderedDict()
         self.deleter = Deleter(meta, blocks)
         self._heartbeat: asyncio.Task | None = None
 
@@ -163,16 +163,36 @@ class VFS:
         except FSError as e:  # reported again by the file's own flush/close
             log.warning("early flush of inode %d failed: %s", w.inode, e)
 
+    def in_use(self, inode: int) -> bool:
+        """True while a handle is open or the kernel still refers to the inode."""
+        return self.handles.is_open(inode) or self._kernel_refs.get(inode, 0) > 0
+
+    def remember(self, inode: int) -> None:
+        """The kernel learned of `inode` once more (a lookup-like reply)."""
+        self._kernel_refs[inode] += 1
+
+    async def forget(self, inode: int, count: int) -> None:
+        """The kernel dropped `count` references to `inode`."""
+        left = self._kernel_refs.get(inode, 0) - count
+        if left > 0:
+            self._kernel_refs[inode] = left
+            return
+        self._kernel_refs.pop(inode, None)
+        if inode in self._sustained and not self.handles.is_open(inode):
+            await self._free_sustained(inode)
+
+    async def _free_sustained(self, inode: int) -> None:
+        self._sustained.discard(inode)
+        if await self.meta.release(inode):
+            self.deleter.poke()
+
     def _note_removed(self, attr: Attr | None) -> None:
-        """An entry of `attr` was removed: track the inode if that was its last link."""
+        """An entry of `attr` was removed: if that was its last link, the inode lives on
+        (sustained) while this mount still uses it."""
         if attr is None or (not attr.is_dir and attr.nlink > 1):
             return
-        if not attr.is_dir and self.handles.is_open(attr.inode):
+        if self.in_use(attr.inode):
             self._sustained.add(attr.inode)
-        else:
-            self._removed[attr.inode] = dataclasses.replace(attr, nlink=0, ctime=now_ns())
-            if len(self._removed) > MAX_REMOVED:
-                self._removed.popitem(last=False)
         self.deleter.poke()
 
     # ---- namespace ------------------------------------------------------------------------
@@ -181,16 +201,17 @@ class VFS:
         return self._merge(await self.meta.lookup(parent, name))
 
     async def getattr(self, inode: int) -> Attr:
-        try:
-            return self._merge(await self.meta.getattr(inode))
-        except FSError as e:
-            if e.errno == errno.ENOENT and inode in self._removed:
-                return self._removed[inode]  # e.g. stat(".") in a removed directory
-            raise
+        return self._merge(await self.meta.getattr(inode))
 
-    async def setattr(self, inode: int, change: AttrChange, size: int | None) -> Attr:
+    async def setattr(
+        self, inode: int, change: AttrChange, size: int | None, caller: Caller = Caller()
+    ) -> Attr:
         self._writable()
         attr = None
+        if (size is not None or change.gid is not None) and change.mode is None:
+            before = await self.meta.getattr(inode)  # judged on the group before a chgrp
+            if _kills_setgid(before, caller):
+                change.mode = before.mode & ~stat.S_ISGID
         if size is not None:
             await self._flush(inode)
             attr = await self.meta.truncate(inode, size)
@@ -226,18 +247,18 @@ class VFS:
 
     async def unlink(self, parent: int, name: bytes) -> None:
         self._writable()
-        self._note_removed(await self.meta.unlink(parent, name, self.handles.is_open))
+        self._note_removed(await self.meta.unlink(parent, name, self.in_use))
 
     async def rmdir(self, parent: int, name: bytes) -> None:
         self._writable()
-        self._note_removed(await self.meta.rmdir(parent, name))
+        self._note_removed(await self.meta.rmdir(parent, name, self.in_use))
 
     async def rename(
         self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes, flags: int
     ) -> None:
         self._writable()
         replaced = await self.meta.rename(
-            old_parent, old_name, new_parent, new_name, flags, self.handles.is_open
+            old_parent, old_name, new_parent, new_name, flags, self.in_use
         )
         if not flags & 2:  # RENAME_EXCHANGE keeps both
             self._note_removed(replaced)
@@ -321,7 +342,9 @@ class VFS:
         h = self.handles.get(fh)
         if not h.wrote:
             h.wrote = True
-            await self._drop_setgid(h.inode, h.caller)
+            attr = await self.meta.getattr(h.inode)
+            if _kills_setgid(attr, h.caller):
+                await self.meta.setattr(h.inode, AttrChange(mode=attr.mode & ~stat.S_ISGID))
         w = self._writers.get(h.inode)
         if w is None:
             w = self._writers[h.inode] = FileWriter(
@@ -329,20 +352,6 @@ class VFS:
             )
         await w.write(offset, data)
         return len(data)
-
-    async def _drop_setgid(self, inode: int, caller: Caller) -> None:
-        """A write by a non-member drops setgid even without group-exec, as local Linux does.
-
-        The kernel's FUSE code drops setuid, and setgid when group-exec is set; this is the
-        case it leaves to the filesystem.
-        """
-        attr = await self.meta.getattr(inode)
-        mode = attr.mode
-        if not mode & stat.S_ISGID or mode & stat.S_IXGRP or caller.uid == 0:
-            return
-        if caller.gid == attr.gid or attr.gid in _groups(caller.pid):
-            return
-        await self.meta.setattr(inode, AttrChange(mode=mode & ~stat.S_ISGID))
 
     async def flush(self, fh: int) -> None:
         """close(2): everything written through this file is in the store and committed."""
@@ -360,10 +369,8 @@ class VFS:
             await self._flush(h.inode)
         finally:
             self._writers.pop(h.inode, None)
-            if h.inode in self._sustained:
-                self._sustained.discard(h.inode)
-                if await self.meta.release(h.inode):
-                    self.deleter.poke()
+            if h.inode in self._sustained and not self._kernel_refs.get(h.inode):
+                await self._free_sustained(h.inode)
 
     # ---- volume and extended attributes ---------------------------------------------------
 
@@ -377,8 +384,11 @@ class VFS:
         _check_xattr_name(name)
         return await self.meta.getxattr(inode, name)
 
-    async def listxattr(self, inode: int) -> list[bytes]:
-        return await self.meta.listxattr(inode)
+    async def listxattr(self, inode: int, caller: Caller) -> list[bytes]:
+        names = await self.meta.listxattr(inode)
+        if caller.uid != 0:  # trusted.* is for privileged processes only
+            names = [n for n in names if not n.startswith(b"trusted.")]
+        return names
 
     async def setxattr(self, inode: int, name: bytes, value: bytes, flags: int) -> None:
         self._writable()
@@ -401,6 +411,21 @@ def _check_xattr_name(name: bytes) -> None:
     """Namespaces as a local filesystem without ACL support has them."""
     if not name.startswith(XATTR_NAMESPACES):
         raise FSError(errno.EOPNOTSUPP, f"xattr namespace of {name!r} is not supported")
+    if name in XATTR_NAMESPACES:
+        raise FSError(errno.EINVAL, "xattr name without a name after the namespace")
+
+
+def _kills_setgid(attr: Attr, caller: Caller) -> bool:
+    """Whether a write, truncate or chgrp by `caller` drops the file's setgid bit.
+
+    Local Linux drops it when the caller is neither privileged nor in the file's group, even
+    without group-exec; the kernel's FUSE code handles only the group-exec case (and setuid),
+    so this one is ours.
+    """
+    mode = attr.mode
+    if not attr.is_file or not mode & stat.S_ISGID or mode & stat.S_IXGRP:
+        return False
+    return not (caller.uid == 0 or caller.gid == attr.gid or attr.gid in _groups(caller.pid))
 
 
 def _groups(pid: int) -> set[int]:

@@ -122,15 +122,19 @@ class FileWriter:
         s.length = s.uploaded + len(s.buf)
         bs = self.blocks.block_size
         while len(s.buf) >= bs:
-            self._upload(s, bytes(s.buf[:bs]))
-            del s.buf[:bs]
+            if len(s.buf) == bs:  # the usual case: hand the buffer over, no copy
+                block, s.buf = s.buf, bytearray()
+            else:
+                block = s.buf[:bs]
+                del s.buf[:bs]
+            self._upload(s, block)
 
-    def _upload(self, s: SliceBuffer, block: bytes) -> None:
+    def _upload(self, s: SliceBuffer, block: bytes | bytearray) -> None:
         index = s.uploaded // self.blocks.block_size
         s.uploaded += len(block)
         s.uploads.append(asyncio.get_running_loop().create_task(self._save(s.id, index, block)))
 
-    async def _save(self, slice_id: int, index: int, block: bytes) -> None:
+    async def _save(self, slice_id: int, index: int, block: bytes | bytearray) -> None:
         try:
             async with self._upload_slots:
                 await self.blocks.save(slice_id, index, block)
@@ -158,8 +162,8 @@ class FileWriter:
     async def _commit_slices(self, slices: list[SliceBuffer]) -> Attr | None:
         for s in slices:
             if s.buf:
-                self._upload(s, bytes(s.buf))
-                s.buf.clear()
+                block, s.buf = s.buf, bytearray()
+                self._upload(s, block)
         results = await asyncio.gather(
             *(t for s in slices for t in s.uploads), return_exceptions=True
         )
