@@ -62,6 +62,18 @@ def assert_nothing_mounted_or_running(path: Path) -> None:
     wait_until(lambda: not daemons_for(path), timeout=10)
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_mount(tmp_path):
+    """Tests that expect a mount to fail use tmp_path/"mnt": if it mounted anyway, undo it."""
+    yield
+    mnt = tmp_path / "mnt"
+    if is_mounted(mnt):
+        run_cli("umount", str(mnt), check=False, timeout=60)
+        force_unmount(mnt)
+    for p in daemons_for(mnt):
+        p.kill()
+
+
 @pytest.fixture
 def cleanup():
     """Unmount mountpoints and stop processes a test started by hand, also on failure."""

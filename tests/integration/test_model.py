@@ -496,8 +496,8 @@ def test_random_operation_sequences_match_local_filesystem(model_mount: Mount, t
 
 @pytest.mark.parametrize("model_mount", ["kernel-cache"], indirect=True)
 def test_random_operation_sequences_survive_remounts(model_mount: Mount, tmp_path):
-    """The same machine plus a rule that unmounts and mounts again (a new daemon): the tree
-    read back from the volume still matches the local directory in every detail."""
+    """The same machine plus rules that unmount and mount again (a new daemon), or fsync all
+    and kill -9 the daemon: the tree read back from the volume still matches in every detail."""
     ref = tmp_path / "ref"
     ref.mkdir()
     current = [model_mount]
@@ -513,6 +513,32 @@ def test_random_operation_sequences_survive_remounts(model_mount: Mount, tmp_pat
             def remount(self):
                 mount = current[0]
                 mount.umount()
+                current[0] = mount.volume.mount(mount.path, *mount.args[5:])
+
+            @rule()
+            def fsync_all_then_kill9_and_remount(self):
+                """A crash after fsync of every file and directory (and of open handles)
+                loses nothing: the remounted tree still matches."""
+                for _, fd in self.handles:
+                    os.fsync(fd)
+                for dirpath, _, filenames in os.walk(self.rv_root):
+                    for p in [dirpath, *(os.path.join(dirpath, f) for f in filenames)]:
+                        if os.path.islink(p):
+                            continue
+                        fd = os.open(p, os.O_RDONLY)
+                        try:
+                            os.fsync(fd)
+                        finally:
+                            os.close(fd)
+                mount = current[0]
+                mount.kill9()
+                for fd_ref, fd_rv in self.handles:
+                    os.close(fd_ref)
+                    try:
+                        os.close(fd_rv)
+                    except OSError:
+                        pass  # ENOTCONN: that daemon is gone
+                self.handles.clear()
                 current[0] = mount.volume.mount(mount.path, *mount.args[5:])
 
         run_state_machine_as_test(
