@@ -1,12 +1,61 @@
-"""Object storage: one async interface over obstore, used for all store I/O."""
+"""Object storage: one async interface over obstore, used for all store I/O, and the public SDK.
 
-from riverfs.objects.store import (
-    ObjectInfo,
+The filesystem uses `open_store` / `ObjectStore`; programs use `Client` (sync) or `AsyncClient`.
+"""
+
+from riverfs.objects.client import (
+    AsyncClient,
+    Bucket,
+    Client,
+    HeadBucketOutput,
+    HeadObjectOutput,
+    ListObjectsOptions,
+    ObjectStream,
+    parse_byte_range,
+)
+from riverfs.objects.credentials import Credentials, resolve_credentials
+from riverfs.objects.errors import (
+    AccessDenied,
+    AuthenticationError,
+    BucketError,
+    BucketNotFound,
+    ConfigurationError,
+    InvalidRange,
+    ObjectError,
     ObjectNotFound,
-    ObjectStore,
+    SDKError,
     StoreError,
     StoreFull,
-    open_store,
 )
+from riverfs.objects.retry import RetryPolicy
+from riverfs.objects.store import CommonPrefix, ObjectInfo, ObjectReader, ObjectStore, open_store
 
-__all__ = ["ObjectInfo", "ObjectNotFound", "ObjectStore", "StoreError", "StoreFull", "open_store"]
+__all__ = [
+    "AccessDenied",
+    "AsyncClient",
+    "AuthenticationError",
+    "Bucket",
+    "BucketError",
+    "BucketNotFound",
+    "Client",
+    "CommonPrefix",
+    "ConfigurationError",
+    "Credentials",
+    "HeadBucketOutput",
+    "HeadObjectOutput",
+    "InvalidRange",
+    "ListObjectsOptions",
+    "ObjectError",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "ObjectReader",
+    "ObjectStore",
+    "ObjectStream",
+    "RetryPolicy",
+    "SDKError",
+    "StoreError",
+    "StoreFull",
+    "open_store",
+    "parse_byte_range",
+    "resolve_credentials",
+]

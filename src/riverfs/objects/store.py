@@ -1,44 +1,69 @@
 """The async object-store interface riverfs uses for every byte it stores.
 
-A thin layer over obstore: it maps store URLs to obstore stores, turns obstore's errors into
-two of ours (`ObjectNotFound`, `StoreError`), and exposes exactly the operations the block store
-and the maintenance tools need.
+A thin layer over obstore. It maps store URLs to obstore stores (`urls.py` parses them), turns
+obstore's errors into ours (`errors.py`), retries what is worth retrying (`retry.py`), and
+exposes the operations the block store, the maintenance tools and the SDK need.
+
+Where the stores differ, this module evens them out:
+- Listing is in key order everywhere. obstore lists a local directory in walk order, so file
+  stores are listed by our own sorted walk.
+- Prefixes are plain string prefixes (S3's meaning), not obstore's path segments.
+- Object attributes (content type, user metadata, riverfs' compression flag): S3 and memory
+  stores keep them with the object; a file store keeps them in a JSON file under
+  `.riverfs-meta/` in its root, written before the object and removed after it.
+- Deleting a missing object is not an error on any store.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import json
 import logging
-from collections.abc import AsyncIterator
+import os
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
 
 import obstore
-from obstore.exceptions import NotFoundError
-from obstore.store import LocalStore, MemoryStore
+from obstore.exceptions import (
+    AlreadyExistsError,
+    InvalidPathError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
+from obstore.store import AzureStore, GCSStore, LocalStore, MemoryStore, S3Store
 
 from riverfs.errors import RiverError
+from riverfs.objects.errors import (
+    AccessDenied,
+    AlreadyExists,
+    BucketNotFound,
+    InvalidKey,
+    InvalidRange,
+    ObjectNotFound,
+    StoreError,
+    StoreFull,
+)
+from riverfs.objects.retry import RetryPolicy, is_retryable, with_retries
+from riverfs.objects.urls import StoreConfig, parse_store_url, redact_url
 
 log = logging.getLogger(__name__)
 
-# obstore raises NotFoundError for remote stores and FileNotFoundError for local ones.
-_NOT_FOUND = (NotFoundError, FileNotFoundError)
-
-SUPPORTED_SCHEMES = ("file", "memory")
-PLANNED_SCHEMES = ("s3", "gs", "az")
-
-
-class StoreError(Exception):
-    """The store failed an operation (after obstore's own retries)."""
-
-
-class ObjectNotFound(StoreError):
-    """The object does not exist."""
-
-
-class StoreFull(StoreError):
-    """The store has no space left (a local store on a full disk, or a quota)."""
+META_DIR = ".riverfs-meta"
+PART_SIZE = 8 << 20  # multipart part size, and the size of streamed read parts
+MULTIPART_THRESHOLD = 2 * PART_SIZE  # bytes puts larger than this go multipart on remote stores
+UPLOAD_CONCURRENCY = 4  # parts of one multipart upload in flight (memory: this x PART_SIZE)
+DELETE_BATCH = 1000  # keys per bulk delete (S3's limit)
+LIST_PAGE = 1000
+_STAGING = re.compile(r"#\d+$")  # obstore's temporary files in a local store
+_STATUS = re.compile(r"(?:status code: |status: )(\d{3})")
+_S3_CODE = re.compile(r"<Code>([^<]+)</Code>")
+_S3_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
 
 
 @dataclass(slots=True, frozen=True)
@@ -46,102 +71,564 @@ class ObjectInfo:
     key: str
     size: int
     last_modified: datetime
+    etag: str | None = None
+    version: str | None = None
+    attributes: dict[str, str] | None = None  # only from stat() and get streams
+
+
+@dataclass(slots=True, frozen=True)
+class CommonPrefix:
+    """A group of keys sharing `prefix` up to a delimiter (listings with a delimiter)."""
+
+    prefix: str
+
+
+def classify(e: BaseException, what: str) -> StoreError:
+    """Turn an obstore (or OS) exception into the StoreError that says what happened."""
+    if isinstance(e, StoreError):
+        return e
+    text = str(e)
+    m = _STATUS.search(text)
+    status = int(m.group(1)) if m else None
+    m = _S3_CODE.search(text)
+    s3_code = m.group(1) if m else None
+    detail = text.split("\n", 1)[0]
+    cut = detail.find(": <?xml")
+    if cut >= 0:
+        detail = detail[:cut]
+        m = _S3_MESSAGE.search(text)
+        if s3_code:
+            detail += f": {s3_code}" + (f" ({m.group(1)})" if m and m.group(1) else "")
+    if len(detail) > 300:
+        detail = detail[:300] + "…"
+    message = f"{what}: {detail}"
+    kw: dict[str, Any] = {"status": status, "s3_code": s3_code}
+    if s3_code == "NoSuchBucket":
+        return BucketNotFound(message, **kw)
+    if isinstance(e, NotFoundError | FileNotFoundError) or status == 404:
+        return ObjectNotFound(message, **kw)
+    if isinstance(e, PermissionDeniedError | UnauthenticatedError | PermissionError) or status in (
+        401,
+        403,
+    ):
+        return AccessDenied(message, **kw)
+    if (
+        status == 416
+        or s3_code == "InvalidRange"
+        or "Invalid range" in text
+        or "InvalidRange" in text
+        or "range was invalid" in text
+    ):
+        return InvalidRange(message, **kw)
+    if isinstance(e, InvalidPathError):
+        return InvalidKey(message, **kw)
+    if isinstance(e, AlreadyExistsError):
+        return AlreadyExists(message, **kw)
+    if "No space left on device" in text or "StorageFull" in text or s3_code == "QuotaExceeded":
+        return StoreFull(message, **kw)
+    return StoreError(message, retryable=is_retryable(status, s3_code, text), **kw)
+
+
+def _info(meta: dict, attributes: dict | None = None) -> ObjectInfo:
+    return ObjectInfo(
+        meta["path"],
+        meta["size"],
+        meta["last_modified"],
+        meta.get("e_tag"),
+        meta.get("version"),
+        attributes,
+    )
+
+
+class ObjectReader:
+    """An open object: `info` (size, attributes) and its bytes as an async iterator of parts.
+
+    A read that fails half-way with a retryable error resumes where it stopped (pinned to the
+    same object version by its etag), within the store's retry policy.
+    """
+
+    def __init__(self, store: ObjectStore, key: str, result, info: ObjectInfo, part_size: int):
+        self.store = store
+        self.key = key
+        self.info = info
+        self._result = result
+        self._part_size = part_size
+        self.start, self.end = result.range  # [start, end) of the object this reader yields
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._parts()
+
+    async def _parts(self) -> AsyncIterator[bytes]:
+        pos = self.start
+        result = self._result
+        failures = 0
+        policy = self.store.policy
+        while pos < self.end:
+            stream = result.stream(min_chunk_size=self._part_size)
+            try:
+                async for part in stream:
+                    pos += len(part)
+                    failures = 0
+                    yield part
+                if pos < self.end:  # the server closed the body early
+                    raise StoreError(
+                        f"get {self.key}: body ended at {pos} of {self.end}", retryable=True
+                    )
+                return
+            except Exception as raw:
+                err = classify(raw, f"get {self.key}")
+                failures += 1
+                if not err.retryable or failures >= policy.max_attempts:
+                    err.attempts = failures
+                    raise err from raw
+                log.warning("get %s broke at byte %d, resuming: %s", self.key, pos, err)
+                await asyncio.sleep(policy.backoff(failures))
+                opts: dict[str, Any] = {"range": (pos, self.end)}
+                if self.info.etag:
+                    opts["if_match"] = self.info.etag
+                result = await self.store._call(
+                    f"get {self.key}",
+                    lambda opts=opts: obstore.get_async(self.store._store, self.key, options=opts),
+                )
+
+    async def read(self) -> bytes:
+        return b"".join([part async for part in self])
 
 
 class ObjectStore:
     """Objects under one prefix of one store; keys are relative to that prefix."""
 
-    def __init__(self, url: str, store: obstore.store.ObjectStore) -> None:
-        self.url = url
+    def __init__(
+        self,
+        url: str,
+        store: Any,
+        *,
+        policy: RetryPolicy | None = None,
+        upload_store: Any = None,
+        root: Path | None = None,
+        kind: str = "",
+    ) -> None:
+        self.url = redact_url(url)
         self._store = store
+        # Multipart uploads go through a store whose own per-request retries are on: a part can
+        # be resent from obstore's buffer, a whole stream cannot be replayed from Python.
+        self._upload_store = upload_store if upload_store is not None else store
+        self.policy = policy or RetryPolicy()
+        self.kind = kind or url.split(":", 1)[0]
+        self._root = root  # file stores: the directory
+        self.remote = self.kind in ("s3", "gs", "az")
+
+    def __repr__(self) -> str:
+        return f"ObjectStore({self.url!r})"
+
+    async def _call(self, what: str, attempt):
+        return await with_retries(self.policy, what, attempt, lambda e: classify(e, what))
+
+    # ---- reading ----
 
     async def get(self, key: str) -> bytes:
-        try:
+        async def attempt() -> bytes:
             result = await obstore.get_async(self._store, key)
             return bytes(await result.bytes_async())
-        except _NOT_FOUND as e:
-            raise ObjectNotFound(key) from e
-        except Exception as e:
-            raise StoreError(f"get {key}: {e}") from e
+
+        return await self._call(f"get {key}", attempt)
 
     async def get_range(self, key: str, start: int, end: int) -> bytes:
-        """Bytes [start, end) of the object."""
-        try:
-            return bytes(await obstore.get_range_async(self._store, key, start=start, end=end))
-        except _NOT_FOUND as e:
-            raise ObjectNotFound(key) from e
-        except Exception as e:
-            raise StoreError(f"get {key}[{start}:{end}]: {e}") from e
+        """Bytes [start, end) of the object (fewer if it ends before `end`)."""
+        return bytes(
+            await self._call(
+                f"get {key}[{start}:{end}]",
+                lambda: obstore.get_range_async(self._store, key, start=start, end=end),
+            )
+        )
 
-    async def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
-        try:
-            await obstore.put_async(self._store, key, data)
-        except Exception as e:
-            message = str(e).split("\n", 1)[0]
-            if "No space left on device" in message or "StorageFull" in str(e):
-                raise StoreFull(f"put {key}: {message}") from e
-            raise StoreError(f"put {key}: {message}") from e
+    async def open(
+        self,
+        key: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        suffix: int | None = None,
+        part_size: int = PART_SIZE,
+    ) -> ObjectReader:
+        """Open an object for streaming: all of it, [start, end), [start, ...) or the last
+        `suffix` bytes. A range starting at or past the end raises InvalidRange."""
+        opts: dict[str, Any] = {}
+        if suffix is not None:
+            opts["range"] = {"suffix": suffix}
+        elif end is not None:
+            opts["range"] = (start or 0, end)
+        elif start:
+            opts["range"] = {"offset": start}
+        result = await self._call(
+            f"get {key}", lambda: obstore.get_async(self._store, key, options=opts or None)
+        )
+        attributes = dict(result.attributes)
+        if self._root is not None:
+            attributes.update(await asyncio.to_thread(self._read_sidecar, key))
+        return ObjectReader(self, key, result, _info(result.meta, attributes), part_size)
 
     async def head(self, key: str) -> ObjectInfo:
+        meta = await self._call(f"head {key}", lambda: obstore.head_async(self._store, key))
+        return _info(meta)
+
+    async def stat(self, key: str) -> ObjectInfo:
+        """head() plus the object's attributes (content type, user metadata, ...)."""
+        result = await self._call(
+            f"head {key}",
+            lambda: obstore.get_async(self._store, key, options={"head": True}),
+        )
+        attributes = dict(result.attributes)
+        if self._root is not None:
+            attributes.update(await asyncio.to_thread(self._read_sidecar, key))
+        return _info(result.meta, attributes)
+
+    # ---- writing ----
+
+    async def put(
+        self,
+        key: str,
+        data: bytes | bytearray | memoryview,
+        *,
+        attributes: dict[str, str] | None = None,
+    ) -> None:
+        """Store `data` under `key` atomically: readers see the old object or all of the new."""
+        if self._root is not None:
+            await self._write_sidecar(key, attributes)
+            attributes = None
+        what = f"put {key}"
+        if self.remote and len(data) > MULTIPART_THRESHOLD:
+            await self._upload(key, data, attributes)
+            return
+
+        async def attempt() -> None:
+            await obstore.put_async(
+                self._store, key, data, attributes=attributes or None, use_multipart=False
+            )
+
+        await self._call(what, attempt)
+
+    async def put_stream(
+        self,
+        key: str,
+        parts: AsyncIterable[bytes] | Iterable[bytes],
+        *,
+        attributes: dict[str, str] | None = None,
+    ) -> None:
+        """Store what `parts` yields under `key` without holding it all: a multipart upload
+        on remote stores (at most UPLOAD_CONCURRENCY parts in memory), a temporary file renamed
+        into place on file stores. Nothing is visible under `key` unless all of it arrived."""
+        if self._root is not None:
+            await self._write_sidecar(key, attributes)
+            attributes = None
+        await self._upload(key, parts, attributes)
+
+    async def _upload(self, key: str, data, attributes: dict[str, str] | None) -> None:
+        # Not retried here: obstore retries each request of the upload under the same policy.
         try:
-            meta = await obstore.head_async(self._store, key)
-        except _NOT_FOUND as e:
-            raise ObjectNotFound(key) from e
+            await obstore.put_async(
+                self._upload_store,
+                key,
+                data,
+                attributes=attributes or None,
+                use_multipart=True if self.remote else None,
+                chunk_size=PART_SIZE,
+                max_concurrency=UPLOAD_CONCURRENCY,
+            )
         except Exception as e:
-            raise StoreError(f"head {key}: {e}") from e
-        return ObjectInfo(meta["path"], meta["size"], meta["last_modified"])
+            raise classify(e, f"put {key}") from e
+
+    async def copy(self, src: str, dst: str) -> None:
+        """Copy an object within this store (server-side where the store can)."""
+        if self._root is not None:
+            await self._write_sidecar(dst, await asyncio.to_thread(self._read_sidecar, src))
+        await self._call(f"copy {src} to {dst}", lambda: obstore.copy_async(self._store, src, dst))
 
     async def delete(self, key: str) -> None:
         """Delete one object; deleting a missing object is not an error."""
         await self.delete_many([key])
 
     async def delete_many(self, keys: list[str]) -> None:
-        if not keys:
-            return
+        """Delete objects in batches; missing ones are not an error."""
+        for i in range(0, len(keys), DELETE_BATCH):
+            batch = keys[i : i + DELETE_BATCH]
+            await self._call(f"delete {len(batch)} objects", lambda b=batch: self._delete(b))
+            if self._root is not None:
+                await asyncio.to_thread(self._remove_sidecars, batch)
+
+    async def _delete(self, batch: list[str]) -> None:
         try:
-            await obstore.delete_async(self._store, keys)
-        except _NOT_FOUND:
-            for key in keys:  # one of them was missing: delete the rest one by one
+            await obstore.delete_async(self._store, batch)
+        except (NotFoundError, FileNotFoundError):
+            for key in batch:  # one of them was missing (local stores say so): one by one
                 try:
                     await obstore.delete_async(self._store, key)
-                except _NOT_FOUND:
+                except (NotFoundError, FileNotFoundError):
                     pass
-        except Exception as e:
-            raise StoreError(f"delete {len(keys)} objects: {e}") from e
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        """Every object whose key starts with `prefix`, streamed in pages."""
-        try:
-            async for page in obstore.list(self._store, prefix or None, chunk_size=1000):
-                for meta in page:
-                    yield ObjectInfo(meta["path"], meta["size"], meta["last_modified"])
-        except _NOT_FOUND:
+    # ---- listing ----
+
+    async def list(
+        self,
+        prefix: str = "",
+        *,
+        start_after: str | None = None,
+        max_keys: int | None = None,
+    ) -> AsyncIterator[ObjectInfo]:
+        """Objects whose key starts with `prefix`, in key order, streamed in pages."""
+        count = 0
+        if max_keys is not None and max_keys <= 0:
             return
-        except Exception as e:
-            raise StoreError(f"list {prefix!r}: {e}") from e
+        async for page in self.list_pages(prefix, start_after=start_after):
+            for info in page:
+                yield info
+                count += 1
+                if max_keys is not None and count >= max_keys:
+                    return
 
+    async def list_entries(
+        self,
+        prefix: str = "",
+        *,
+        delimiter: str | None = None,
+        start_after: str | None = None,
+        max_keys: int | None = None,
+    ) -> AsyncIterator[ObjectInfo | CommonPrefix]:
+        """Like list(); with a delimiter, keys that have it after the prefix are rolled up into
+        one CommonPrefix each (S3's meaning). max_keys counts both kinds."""
+        if not delimiter:
+            async for info in self.list(prefix, start_after=start_after, max_keys=max_keys):
+                yield info
+            return
+        count = 0
+        last: str | None = None
+        async for page in self.list_pages(prefix, start_after=start_after):
+            for info in page:
+                rest = info.key[len(prefix) :]
+                cut = rest.find(delimiter)
+                if cut < 0:
+                    entry: ObjectInfo | CommonPrefix = info
+                else:
+                    group = prefix + rest[: cut + len(delimiter)]
+                    if group == last or (start_after is not None and group <= start_after):
+                        continue
+                    last = group
+                    entry = CommonPrefix(group)
+                yield entry
+                count += 1
+                if max_keys is not None and count >= max_keys:
+                    return
+
+    async def list_pages(
+        self, prefix: str = "", *, start_after: str | None = None
+    ) -> AsyncIterator[list[ObjectInfo]]:
+        """The listing as pages of up to LIST_PAGE objects (key order)."""
+        if self._root is not None:
+            walk = _walk_sorted(self._root, prefix, start_after)
+            while True:
+                page = await asyncio.to_thread(lambda: list(itertools.islice(walk, LIST_PAGE)))
+                if not page:
+                    return
+                yield page
+                if len(page) < LIST_PAGE:
+                    return
+        # obstore lists by path segments: list from the prefix's directory, filter by string.
+        base = prefix[: prefix.rfind("/") + 1].rstrip("/") or None
+        offset = start_after if start_after and start_after >= prefix else None
+        stream = obstore.list(self._store, base, offset=offset, chunk_size=LIST_PAGE)
+        what = f"list {prefix!r}"
+
+        async def next_page() -> list | None:
+            try:
+                return await stream.__anext__()
+            except StopAsyncIteration:
+                return None
+
+        while True:
+            try:
+                metas = await self._call(what, next_page)
+            except ObjectNotFound as e:
+                if isinstance(e, BucketNotFound):
+                    raise
+                return
+            if metas is None:
+                return
+            page = [_info(m) for m in metas if m["path"].startswith(prefix)]
+            if page:
+                yield page
+            if metas and metas[-1]["path"] > prefix and not metas[-1]["path"].startswith(prefix):
+                return  # sorted: nothing further can match
+
+    # ---- attributes of file stores ----
+
+    def _sidecar(self, key: str) -> Path:
+        assert self._root is not None
+        return self._root / META_DIR / (key + ".json")
+
+    def _read_sidecar(self, key: str) -> dict[str, str]:
+        try:
+            return json.loads(self._sidecar(key).read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            log.warning("unreadable attributes of %s in %s: %s", key, self.url, e)
+            return {}
+
+    async def _write_sidecar(self, key: str, attributes: dict[str, str] | None) -> None:
+        def write() -> None:
+            path = self._sidecar(key)
+            if not attributes:
+                if (self._root / META_DIR).exists():
+                    path.unlink(missing_ok=True)
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(attributes))
+            os.replace(tmp, path)
+
+        try:
+            await asyncio.to_thread(write)
+        except OSError as e:
+            raise classify(e, f"put {key} (attributes)") from e
+
+    def _remove_sidecars(self, keys: list[str]) -> None:
+        if not (self._root / META_DIR).exists():
+            return
+        for key in keys:
+            self._sidecar(key).unlink(missing_ok=True)
+
+
+def _walk_sorted(root: Path, prefix: str, start_after: str | None) -> Iterator[ObjectInfo]:
+    """Files under `root` whose key starts with `prefix` and sorts after `start_after`, in key
+    order. A directory `d` holds the keys `d/...`, so it sorts as `d/` among its siblings."""
+    base = prefix[: prefix.rfind("/") + 1]
+
+    def walk(directory: Path, rel: str) -> Iterator[ObjectInfo]:
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        named = []
+        for entry in entries:
+            if _STAGING.search(entry.name) or (not rel and entry.name == META_DIR):
+                continue
+            is_dir = entry.is_dir(follow_symlinks=False)
+            named.append((rel + entry.name + ("/" if is_dir else ""), is_dir, entry))
+        named.sort(key=lambda t: t[0])
+        for key, is_dir, entry in named:
+            if is_dir:
+                # Skip subtrees wholly outside the prefix or wholly before start_after.
+                if not (key.startswith(prefix) or prefix.startswith(key)):
+                    continue
+                if (
+                    start_after is not None
+                    and key <= start_after
+                    and not start_after.startswith(key)
+                ):
+                    continue
+                yield from walk(Path(entry.path), key)
+            else:
+                if not key.startswith(prefix) or (start_after is not None and key <= start_after):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    if not root.is_dir():
+        raise BucketNotFound(f"list {prefix!r}: {root} does not exist")
+    yield from walk(root / base if base else root, base)
+
+
+# ---- opening stores -------------------------------------------------------------------------
 
 _memory_stores: dict[str, MemoryStore] = {}
 
 
-def open_store(url: str) -> ObjectStore:
-    """Open the store a URL names; raise RiverError for URLs we cannot serve."""
-    parts = urlsplit(url)
-    scheme = parts.scheme
+def build_store(config: StoreConfig, bucket: str | None = None, prefix: str = "") -> ObjectStore:
+    """An ObjectStore for `bucket`/`prefix` of the store `config` describes."""
+    policy = config.policy
+    scheme = config.scheme
+    url = config.url_for(bucket, prefix)
     if scheme == "file":
-        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise RiverError(f"storage URL {url!r} must be file:///absolute/path")
-        root = Path(parts.path)
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise RiverError(f"cannot create storage directory {root}: {e.strerror}") from e
-        return ObjectStore(url, LocalStore(root))
+        assert config.root is not None
+        root = config.root / bucket if bucket else config.root
+        if prefix:
+            root = root / prefix.strip("/")
+        return ObjectStore(url, LocalStore(root), policy=policy, root=root, kind="file")
     if scheme == "memory":
-        # One store per URL per process, so a format and a mount in one process see the same data.
-        return ObjectStore(url, _memory_stores.setdefault(url, MemoryStore()))
-    if scheme in PLANNED_SCHEMES:
-        raise RiverError(f"storage scheme {scheme}:// is not supported yet; use file:///path")
-    raise RiverError(
-        f"unknown storage URL {url!r}: use file:///absolute/path (or memory:// for tests)"
+        name = f"{config.name}/{bucket or ''}/{prefix}"
+        return ObjectStore(
+            url, _memory_stores.setdefault(name, MemoryStore()), policy=policy, kind="memory"
+        )
+    bucket = bucket or config.bucket
+    if not bucket:
+        raise RiverError(f"storage URL {redact_url(url)} names no bucket")
+    full_prefix = "/".join(p for p in (config.prefix.strip("/"), prefix.strip("/")) if p) or None
+    client_options = policy.client_options()
+    no_retry = {"max_retries": 0, "retry_timeout": policy.obstore_retry_config()["retry_timeout"]}
+
+    def make(retry_config: dict):
+        if scheme == "s3":
+            creds = config.credentials
+            kw: dict[str, Any] = {"region": config.region or "us-east-1"}
+            if config.endpoint:
+                kw["endpoint"] = config.endpoint
+                kw["virtual_hosted_style_request"] = False
+                if config.endpoint.startswith("http://"):
+                    client_options["allow_http"] = True
+            if creds.access_key_id:
+                kw["access_key_id"] = creds.access_key_id
+                kw["secret_access_key"] = creds.secret_access_key
+                if creds.session_token:
+                    kw["session_token"] = creds.session_token
+            return S3Store(
+                bucket,
+                prefix=full_prefix,
+                client_options=client_options,
+                retry_config=retry_config,
+                **kw,
+            )
+        if scheme == "gs":
+            return GCSStore(
+                bucket, prefix=full_prefix, client_options=client_options, retry_config=retry_config
+            )
+        return AzureStore(
+            bucket, prefix=full_prefix, client_options=client_options, retry_config=retry_config
+        )
+
+    return ObjectStore(
+        url,
+        make(no_retry),
+        policy=policy,
+        upload_store=make(policy.obstore_retry_config()),
+        kind=scheme,
     )
+
+
+def open_store(
+    url: str, *, profile: str | None = None, policy: RetryPolicy | None = None
+) -> ObjectStore:
+    """Open the store a URL names; raise RiverError for URLs we cannot serve.
+
+    file:///abs/path, memory://[name], s3://bucket/prefix?endpoint=...&region=...,
+    gs://bucket/prefix, az://container/prefix.
+    """
+    config = parse_store_url(url, profile=profile, policy=policy)
+    if config.scheme == "file":
+        assert config.root is not None
+        try:
+            config.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RiverError(f"cannot create storage directory {config.root}: {e.strerror}") from e
+    if config.scheme == "memory":
+        # One store per URL per process, so a format and a mount in one process see the same data.
+        return ObjectStore(
+            url, _memory_stores.setdefault(url, MemoryStore()), policy=config.policy, kind="memory"
+        )
+    return build_store(config)
