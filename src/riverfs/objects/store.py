@@ -39,6 +39,7 @@ from obstore.exceptions import (
 from obstore.store import AzureStore, GCSStore, LocalStore, MemoryStore, S3Store
 
 from riverfs.errors import RiverError
+from riverfs.objects.credentials import Credentials
 from riverfs.objects.errors import (
     AccessDenied,
     AlreadyExists,
@@ -457,7 +458,12 @@ class ObjectStore:
                 return
             if metas is None:
                 return
-            page = [_info(m) for m in metas if m["path"].startswith(prefix)]
+            # obstore's offset is a Path ("a/" becomes "a"): filter by the exact string too.
+            page = [
+                _info(m)
+                for m in metas
+                if m["path"].startswith(prefix) and (offset is None or m["path"] > offset)
+            ]
             if page:
                 yield page
             if metas and metas[-1]["path"] > prefix and not metas[-1]["path"].startswith(prefix):
@@ -612,14 +618,18 @@ def build_store(config: StoreConfig, bucket: str | None = None, prefix: str = ""
 
 
 def open_store(
-    url: str, *, profile: str | None = None, policy: RetryPolicy | None = None
+    url: str,
+    *,
+    profile: str | None = None,
+    policy: RetryPolicy | None = None,
+    credentials: Credentials | None = None,
 ) -> ObjectStore:
     """Open the store a URL names; raise RiverError for URLs we cannot serve.
 
     file:///abs/path, memory://[name], s3://bucket/prefix?endpoint=...&region=...,
     gs://bucket/prefix, az://container/prefix.
     """
-    config = parse_store_url(url, profile=profile, policy=policy)
+    config = parse_store_url(url, profile=profile, policy=policy, credentials=credentials)
     if config.scheme == "file":
         assert config.root is not None
         try:
