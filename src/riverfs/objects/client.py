@@ -393,7 +393,14 @@ class AsyncClient:
                     raise AlreadyExists("create", s3_code="BucketAlreadyOwnedByYou")
                 self.store(bucket)
             elif self._s3 is not None:
-                await self._s3_call(f"create bucket {bucket}", self._s3.create_bucket, bucket)
+                # us-east-1 (and moto) answer 200 to re-creating one's own bucket: ask first, so
+                # every store says BucketAlreadyOwnedByYou alike.
+                try:
+                    await self._s3_call(f"head bucket {bucket}", self._s3.head_bucket, bucket)
+                except BucketNotFound:
+                    await self._s3_call(f"create bucket {bucket}", self._s3.create_bucket, bucket)
+                else:
+                    raise AlreadyExists("create", s3_code="BucketAlreadyOwnedByYou")
             else:
                 raise self._unsupported(code, "creating buckets")
 
