@@ -185,6 +185,8 @@ _ERROR_BODY = (
 )
 _STATUS_CODES = {
     "500": ("InternalError", "injected"),
+    "502": ("BadGateway", "injected"),
+    "504": ("GatewayTimeout", "injected"),
     "503": ("SlowDown", "injected"),
     "429": ("TooManyRequests", "injected"),
     "403": ("AccessDenied", "Access Denied"),
@@ -241,10 +243,12 @@ def _make_handler(proxy: FaultProxy, upstream_host: str, upstream_port: int):
                     "date",
                 ):
                     self.send_header(k, v)
+            if self.command == "HEAD":  # no body: pass on the length the server announced
+                self.send_header("Content-Length", resp.getheader("Content-Length", "0"))
+                self.end_headers()
+                return
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            if self.command == "HEAD":
-                return
             if action == "cut":  # half the body, then a reset: a broken download
                 self.wfile.write(data[: len(data) // 2])
                 self.wfile.flush()
