@@ -44,6 +44,7 @@ from riverfs.objects.errors import (
     AccessDenied,
     AlreadyExists,
     BucketNotFound,
+    ConfigurationError,
     InvalidKey,
     InvalidRange,
     ObjectNotFound,
@@ -604,15 +605,27 @@ def build_store(config: StoreConfig, bucket: str | None = None, prefix: str = ""
             return GCSStore(
                 bucket, prefix=full_prefix, client_options=client_options, retry_config=retry_config
             )
+        az: dict[str, Any] = {"account_name": config.account} if config.account else {}
         return AzureStore(
-            bucket, prefix=full_prefix, client_options=client_options, retry_config=retry_config
+            bucket,
+            **az,
+            prefix=full_prefix,
+            client_options=client_options,
+            retry_config=retry_config,
         )
 
+    try:
+        main, upload = make(no_retry), make(policy.obstore_retry_config())
+    except Exception as e:  # obstore checks its configuration when the store is built
+        reason = str(e).split("\n", 1)[0]
+        raise ConfigurationError(
+            f"cannot set up {redact_url(url)}: {reason}", reason="InvalidConfiguration"
+        ) from None
     return ObjectStore(
         url,
-        make(no_retry),
+        main,
         policy=policy,
-        upload_store=make(policy.obstore_retry_config()),
+        upload_store=upload,
         kind=scheme,
     )
 

@@ -4,7 +4,8 @@
     memory://[name]                     in this process only (tests)
     s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&profile=x
     s3://?endpoint=...                  (SDK) the whole service; buckets chosen per call
-    gs://bucket/prefix, az://container/prefix   (credentials from the provider's environment)
+    gs://bucket/prefix                  (credentials from GOOGLE_* variables, as obstore reads them)
+    az://container/prefix?account=name  (or AZURE_STORAGE_ACCOUNT_NAME; keys from AZURE_* variables)
 
 For S3, a custom endpoint means path-style requests (what MinIO, Ceph and moto want), and plain
 http is allowed only when the endpoint itself is http://. Credentials never go in the URL: a URL
@@ -22,7 +23,7 @@ from riverfs.objects.errors import ConfigurationError
 from riverfs.objects.retry import RetryPolicy
 
 SCHEMES = ("file", "memory", "s3", "gs", "az")
-_QUERY = {"s3": {"endpoint", "region", "profile"}, "gs": set(), "az": set()}
+_QUERY = {"s3": {"endpoint", "region", "profile"}, "gs": set(), "az": {"account"}}
 _SECRET_PARAMS = {"secret_access_key", "session_token", "password", "secret", "token", "sig"}
 
 
@@ -34,6 +35,7 @@ class StoreConfig:
     bucket: str = ""
     prefix: str = ""
     endpoint: str | None = None
+    account: str | None = None  # az://
     region: str | None = None
     credentials: Credentials = field(default_factory=Credentials)
     policy: RetryPolicy = field(default_factory=RetryPolicy)
@@ -119,7 +121,9 @@ def parse_store_url(
     bucket = parts.netloc
     prefix = parts.path.strip("/")
     if scheme != "s3":
-        return StoreConfig(scheme, bucket=bucket, prefix=prefix, policy=policy)
+        return StoreConfig(
+            scheme, bucket=bucket, prefix=prefix, account=query.get("account"), policy=policy
+        )
     creds = credentials or resolve_credentials(profile or query.get("profile"))
     endpoint = query.get("endpoint") or creds.endpoint
     if endpoint:
