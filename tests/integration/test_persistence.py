@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
+import random
 import shutil
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -595,3 +596,42 @@ def test_concurrent_writers_fsynced_data_survives_kill9(volume: Volume):
     expected = b"".join(payload(i) for i in range(4, 8))
     got = (m.path / "shared").read_bytes()
     assert got == expected, f"shared: {first_difference(got, expected)}"
+
+
+def test_many_overlapping_writes_and_truncates_read_back_identically_after_remount(
+    volume: Volume,
+):
+    """Thousands of small overlapping writes (many slices per chunk, later ones win), with
+    truncates and reopenings in between, read back like a bytearray model, also from a new
+    daemon that rebuilds the file from its stored slices."""
+    rng = random.Random(1234)
+    m = volume.mount()
+    p = m.path / "fragmented"
+    model = bytearray()
+    fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        for step in range(2000):
+            if step % 250 == 249:  # commit point: close and reopen
+                os.close(fd)
+                fd = os.open(p, os.O_RDWR)
+            if rng.random() < 0.02:
+                size = rng.randrange(0, 5 * MiB)
+                os.ftruncate(fd, size)
+                model = model[:size] + bytes(max(0, size - len(model)))
+                continue
+            off = rng.randrange(0, 5 * MiB)
+            buf = rng.randbytes(rng.randrange(1, 20_000))
+            os.pwrite(fd, buf, off)
+            if off > len(model):
+                model += bytes(off - len(model))
+            model[off : off + len(buf)] = buf
+        assert os.fstat(fd).st_size == len(model)
+        got = os.pread(fd, len(model) + 1, 0)
+        assert got == model, f"before remount: {first_difference(got, bytes(model))}"
+    finally:
+        os.close(fd)
+    m.umount()
+    shutil.rmtree(volume.cache_dir, ignore_errors=True)
+    m = remount(volume, m)
+    got = (m.path / "fragmented").read_bytes()
+    assert got == model, f"after remount: {first_difference(got, bytes(model))}"
