@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -327,6 +328,19 @@ def test_format_force_never_rewrites_an_object_of_the_old_volume(volume: Volume)
     assert (m.path / "new").read_bytes() == new_data
 
 
+def test_mount_of_volume_whose_store_was_wiped_fails_with_one_line(volume: Volume, tmp_path):
+    m = volume.mount()
+    (m.path / "f").write_bytes(b"x")
+    m.umount()
+    shutil.rmtree(volume.storage_url.removeprefix("file://"))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    args = [volume.meta_url, str(mnt), "--background", "--cache-dir", str(volume.cache_dir)]
+    proc = run_cli("mount", *args, check=False, timeout=60)
+    assert_one_line_error(proc, "riverfs.json")
+    assert_nothing_mounted_or_running(mnt)
+
+
 # -- fuse device missing -------------------------------------------------------------------
 
 
@@ -466,6 +480,27 @@ def test_mount_background_returns_only_when_mount_serves_requests(volume: Volume
     (mnt / "f").write_bytes(b"ready")
     assert (mnt / "f").read_bytes() == b"ready"
     m.umount()
+
+
+def test_mount_and_umount_accept_relative_paths_with_trailing_slash(volume: Volume, tmp_path):
+    """`make run` mounts ./mnt: relative mountpoints work and are recorded absolute."""
+    (tmp_path / "mnt").mkdir()
+
+    def cli_in_tmp(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*CLI, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+
+    proc = cli_in_tmp(
+        "mount", volume.meta_url, "./mnt/", "--background", "--cache-dir", str(volume.cache_dir)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert is_mounted(tmp_path / "mnt")
+    out = run_cli("status", volume.meta_url).stdout
+    assert str(tmp_path / "mnt") in out, f"the session's mountpoint is not absolute:\n{out}"
+    proc = cli_in_tmp("umount", "mnt/")
+    assert proc.returncode == 0, proc.stderr
+    assert not is_mounted(tmp_path / "mnt")
 
 
 def test_umount_returns_after_daemon_exited_and_flushed(volume: Volume):

@@ -181,6 +181,10 @@ def build_tree(root: Path) -> dict[str, bytes]:
     os.setxattr(root / "small.txt", "user.binary", bytes(range(256)))
     os.setxattr(root / "d1", "user.dir", b"on a directory")
     os.setxattr(root / "blocks.bin", "user.large", data(7, 3000))
+    os.setxattr(root / "empty.txt", "user.max", data(9, 65536))  # XATTR_SIZE_MAX
+    for i in range(100):
+        os.setxattr(root / "d1/d2/d3/deep.bin", f"user.k{i:03d}", str(i).encode())
+    os.setxattr(root / "empty", "user." + "n" * 250, b"255-byte name")
 
     # special files, ownership, explicit times
     os.mkfifo(root / "fifo", 0o620)
