@@ -73,14 +73,29 @@ def human(n: int) -> str:
 # ---------------------------------------------------------------- system helpers
 
 
+def real(path: Path) -> str:
+    """The real path of `path` without touching `path` itself: realpath() would lstat it,
+    and a mountpoint whose daemon does not answer hangs whoever stats it."""
+    return os.path.join(os.path.realpath(path.parent), path.name)
+
+
 def is_mounted(path: Path) -> bool:
-    target = os.path.realpath(path)
+    target = real(path)
     with open("/proc/self/mountinfo") as f:
         return any(line.split()[4] == target for line in f)
 
 
+def answers(path: Path, timeout: float = 10) -> bool:
+    """Whether the filesystem mounted at `path` answers a stat within `timeout` seconds
+    (asked from a child process, which is killed if it hangs)."""
+    try:
+        return run(["stat", "-t", str(path)], timeout=timeout).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
 def mounts_under(root: Path) -> list[str]:
-    prefix = os.path.realpath(root) + "/"
+    prefix = real(root) + "/"
     with open("/proc/self/mountinfo") as f:
         return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
 
@@ -308,6 +323,7 @@ class Riverfs(Target):
             "--cache-dir",
             str(self.cache_dir),
             *self.extra,
+            timeout=120,
         )
         if not is_mounted(self.mnt):
             raise RuntimeError(f"riverfs mount returned but {self.mnt} is not mounted")
@@ -317,11 +333,20 @@ class Riverfs(Target):
 
     def unmount(self) -> None:
         pid = self.daemon_pid() if is_mounted(self.mnt) else None
+        if pid:
+            self.pids.add(pid)
         if is_mounted(self.mnt):
-            try:
-                self.cli("umount", str(self.mnt), timeout=600)
-            except (RuntimeError, subprocess.TimeoutExpired) as e:
-                log(f"warning: riverfs umount failed, forcing: {e}")
+            if answers(self.mnt):
+                try:
+                    self.cli("umount", str(self.mnt), timeout=600)
+                except (RuntimeError, subprocess.TimeoutExpired) as e:
+                    log(f"warning: riverfs umount failed, forcing: {e}")
+            else:
+                # Killing the daemon aborts the FUSE connection: every waiting request fails.
+                log(f"warning: {self.mnt} does not answer (daemon dead or hung); forcing")
+                for p in self.pids:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        psutil.Process(p).kill()
         force_unmount(self.mnt)
         # Wait for the daemons we started to finish (they flush on unmount).
         for p in list(self.pids | ({pid} if pid else set())):
@@ -716,6 +741,8 @@ def main() -> int:
                         results[name].update(run_rss(target, args, data))
             except (OSError, RuntimeError, subprocess.SubprocessError) as e:
                 failures[name] = f"{type(e).__name__}: {e}"
+                if isinstance(target, Riverfs) and not isinstance(e, RuntimeError):
+                    failures[name] += "\n" + target.log_tail()  # RuntimeErrors carry it
                 log(f"{name}: FAILED: {failures[name]}")
     except KeyboardInterrupt:
         interrupted = True
