@@ -55,6 +55,22 @@ def check_mountpoint(path: Path) -> None:
         raise RiverError(f"mountpoint {path} is not a directory")
 
 
+def _raise_readahead(target: str, kb: int) -> None:
+    """Let the kernel read ahead `kb` KiB: it then sends larger (up to 1 MiB) reads.
+
+    `target` is the mountpoint's real path, resolved before mounting: any stat of the mounted
+    path here would ask this very daemon, which is not serving requests yet.
+    Needs write access to /sys/class/bdi (root); otherwise the kernel default (128 KiB) stays.
+    """
+    try:
+        with open("/proc/self/mountinfo") as f:
+            devices = [line.split()[2] for line in f if line.split()[4] == target]
+        if devices:
+            Path(f"/sys/class/bdi/{devices[-1]}/read_ahead_kb").write_text(f"{kb}\n")
+    except OSError as e:
+        log.info("kernel read-ahead left at its default (%s)", e.strerror or e)
+
+
 def fuse_options(options: MountOptions, volume: Volume) -> set[str]:
     opts = {"fsname=riverfs", "subtype=riverfs", "default_permissions"}
     if os.getuid() == 0:
@@ -86,6 +102,7 @@ async def serve(
         memory_limit=options.read_cache_size,
         max_prefetch=options.max_prefetch,
     )
+    target = os.path.realpath(mountpoint)  # before mounting: afterwards it would stat us
     vfs = VFS(volume.meta, blocks, settings, options)
     await vfs.start(str(mountpoint))
     ops = Operations(vfs, options)
@@ -97,6 +114,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, pyfuse3.terminate)
+    # The kernel sets read-ahead from our INIT reply, sent once the loop below runs: after it.
+    loop.call_later(0.5, _raise_readahead, target, options.readahead_kb)
     log.info("volume %s mounted at %s", settings.uuid, mountpoint)
     on_ready()
     try:

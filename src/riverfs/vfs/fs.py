@@ -65,6 +65,9 @@ class VFS:
         # freed when the last handle closes and the kernel forgets them.
         self._sustained: set[int] = set()
         self._kernel_refs: Counter[int] = Counter()  # FUSE lookup counts
+        # Committed length of every open file: every change in this mount goes through here,
+        # and open refreshes it from metadata (close-to-open), so reads need no query.
+        self._lengths: dict[int, int] = {}
         self._stamps: OrderedDict[int, tuple[int, int]] = OrderedDict()  # page cache validity
         self.deleter = Deleter(meta, blocks)
         self._heartbeat: asyncio.Task | None = None
@@ -147,6 +150,11 @@ class VFS:
                 self.reader.invalidate(inode)
             if attr is not None:
                 self._keep_cache(attr)  # the kernel's pages hold exactly what we committed
+                self._note_length(attr)
+
+    def _note_length(self, attr: Attr) -> None:
+        if attr.inode in self._lengths:
+            self._lengths[attr.inode] = attr.size
 
     def _relieve_pressure(self) -> None:
         """Write buffers are full: commit the file holding the most buffered bytes."""
@@ -223,6 +231,7 @@ class VFS:
             attr = await self.meta.setattr(inode, change)
         if attr is None:
             attr = await self.meta.getattr(inode)
+        self._note_length(attr)
         return self._merge(attr)
 
     async def create(
@@ -299,7 +308,9 @@ class VFS:
         if not self.handles.is_open(inode):
             self.reader.invalidate(inode)  # another mount may have changed it
         keep = self._keep_cache(attr)
-        return self.handles.open(inode, flags, caller).fh, keep
+        h = self.handles.open(inode, flags, caller)
+        self._lengths[inode] = attr.size
+        return h.fh, keep
 
     async def create_file(
         self, parent: int, name: bytes, mode: int, flags: int, caller: Caller
@@ -310,24 +321,28 @@ class VFS:
         )
         self._keep_cache(attr)
         h = self.handles.open(attr.inode, flags, caller)
+        self._lengths[attr.inode] = attr.size
         h.wrote = True  # a new file carries no setgid bit to drop
         return h.fh, attr
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         h = self.handles.get(fh)
         await self._flush(h.inode)
-        attr = await self.meta.getattr(h.inode)
+        length = self._lengths.get(h.inode)
+        if length is None or not h.atime_checked:
+            attr = await self.meta.getattr(h.inode)
+            length = attr.size
+            if not h.atime_checked:
+                h.atime_checked = True
+                await self.touch_atime(attr)
         try:
-            data = await self.reader.read(h.inode, offset, size, attr.size, h.read_state)
+            data = await self.reader.read(h.inode, offset, size, length, h.read_state)
         except BlockCorrupt as e:
             log.error("read inode %d at %d: corrupt block: %s", h.inode, offset, e)
             raise FSError(errno.EIO, str(e)) from e
         except StoreError as e:
             log.error("read inode %d at %d: store failed: %s", h.inode, offset, e)
             raise FSError(errno.EIO, str(e)) from e
-        if not h.atime_checked:
-            h.atime_checked = True
-            await self.touch_atime(attr)
         return data
 
     async def touch_atime(self, attr: Attr) -> None:
@@ -369,6 +384,7 @@ class VFS:
             await self._flush(h.inode)
         finally:
             self._writers.pop(h.inode, None)
+            self._lengths.pop(h.inode, None)
             if h.inode in self._sustained and not self._kernel_refs.get(h.inode):
                 await self._free_sustained(h.inode)
 

@@ -15,6 +15,7 @@ class MountOptions:
     read_cache_size: int = 64 << 20  # memory for decoded blocks
     upload_concurrency: int = 8
     max_prefetch: int = 8  # blocks fetched ahead concurrently
+    readahead_kb: int = 1024  # kernel read-ahead for the mount (larger FUSE reads)
     attr_timeout: float = 1.0
     entry_timeout: float = 1.0
     read_only: bool = False
