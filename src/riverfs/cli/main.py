@@ -32,11 +32,10 @@ from riverfs.vfs.fs import pid_alive
 log = logging.getLogger("riverfs")
 
 
-def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _setup_logging(debug: bool, level: int) -> None:
+    """Commands talk to the user in one line; only the mount daemon (and --debug) logs."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.DEBUG if debug else level)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -229,7 +228,7 @@ def _mount(
         )
         return
 
-    _setup_logging(debug)
+    _setup_logging(debug, logging.INFO)
 
     async def run() -> None:
         volume = await open_volume(meta_url)
@@ -323,6 +322,7 @@ def main() -> None:
 def _run() -> int:
     """Run the command line; return the exit code."""
     debug = "--debug" in sys.argv
+    _setup_logging(debug, logging.CRITICAL)
     try:
         cli.main(standalone_mode=False)
         return 0

@@ -84,8 +84,14 @@ class Meta:
 
     # ---- volume ---------------------------------------------------------------------------
 
-    async def format(self, settings: VolumeSettings, uid: int, gid: int) -> None:
-        """Create the schema, the settings record and the root directory."""
+    async def format(
+        self, settings: VolumeSettings, uid: int, gid: int, next_slice: int = 1
+    ) -> None:
+        """Create the schema, the settings record and the root directory.
+
+        `next_slice`: the first slice id to hand out (above any id already in the store, so
+        no object key is ever written twice).
+        """
         self.db.executescript(TABLES)
 
         async def fn(tx):
@@ -107,7 +113,8 @@ class Meta:
             for name in COUNTERS:
                 await tx.run("INSERT INTO counters VALUES (?, 0)", name)
             await tx.run("UPDATE counters SET value = 2 WHERE name = 'next_inode'")
-            await tx.run("UPDATE counters SET value = 1 WHERE name IN ('next_slice', 'inodes')")
+            await tx.run("UPDATE counters SET value = 1 WHERE name = 'inodes'")
+            await tx.run("UPDATE counters SET value = ? WHERE name = 'next_slice'", next_slice)
             t = now_ns()
             await tx.run(
                 f"INSERT INTO nodes ({_ATTR_COLS}) VALUES (?, ?, 2, ?, ?, 0, 0, 0, ?, ?, ?, ?)",

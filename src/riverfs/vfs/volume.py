@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from riverfs.errors import RiverError
 from riverfs.meta import Meta, VolumeSettings, open_meta
 from riverfs.objects import ObjectNotFound, ObjectStore, StoreError, open_store
+from riverfs.objects.urls import redact_url
 
 SETTINGS_KEY = "riverfs.json"
 
@@ -45,15 +46,11 @@ async def format_volume(
                 f"{meta_url} already holds volume {existing.uuid}; "
                 "use --force to overwrite it (its data becomes unreachable)"
             )
-        if not force:
-            try:
-                await store.head(SETTINGS_KEY)
-                raise RiverError(
-                    f"{storage_url} already holds a riverfs volume; "
-                    "use another storage URL or --force"
-                )
-            except ObjectNotFound:
-                pass
+        if not force and await _holds_volume(store):
+            raise RiverError(
+                f"{redact_url(storage_url)} already holds a riverfs volume; "
+                "use another storage URL or --force"
+            )
         settings = VolumeSettings(
             uuid=str(uuid.uuid4()),
             storage=storage_url,
@@ -63,13 +60,48 @@ async def format_volume(
             created=time.time_ns(),
         )
         try:
+            next_slice = await _first_free_slice_id(store) if force else 1
             await store.put(SETTINGS_KEY, settings.to_json().encode())
         except StoreError as e:
-            raise RiverError(f"cannot write to storage {storage_url}: {e}") from e
-        await meta.format(settings, os.getuid(), os.getgid())
+            raise _store_problem(storage_url, e) from e
+        await meta.format(settings, os.getuid(), os.getgid(), next_slice)
         return settings
     finally:
         meta.close()
+
+
+async def _holds_volume(store: ObjectStore) -> bool:
+    try:
+        await store.head(SETTINGS_KEY)
+        return True
+    except ObjectNotFound:
+        return False
+    except StoreError as e:
+        raise _store_problem(store.url, e) from e
+
+
+def _store_problem(url: str, e: Exception) -> RiverError:
+    """One line: which store failed, how, and what to check."""
+    detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return RiverError(
+        f"cannot use storage {redact_url(url)}: {detail} "
+        "(check the URL, the endpoint, the bucket and the credentials)"
+    )
+
+
+async def _first_free_slice_id(store: ObjectStore) -> int:
+    """One above every slice id with objects in the store (for a format over old data).
+
+    The old volume's objects become garbage (`riverfs gc` removes them); the new volume must
+    never write one of their keys again.
+    """
+    highest = 0
+    async for info in store.list("chunks/"):
+        name = info.key.rsplit("/", 1)[-1]
+        head = name.split("_", 1)[0]
+        if head.isdigit():
+            highest = max(highest, int(head))
+    return highest + 1
 
 
 async def open_volume(meta_url: str) -> Volume:
@@ -86,14 +118,14 @@ async def open_volume(meta_url: str) -> Volume:
             stored = json.loads(await store.get(SETTINGS_KEY))
         except ObjectNotFound:
             raise RiverError(
-                f"storage {settings.storage} does not hold volume {settings.uuid} "
+                f"storage {redact_url(settings.storage)} does not hold volume {settings.uuid} "
                 "(riverfs.json missing): wrong store, or it was wiped"
             ) from None
         except (StoreError, ValueError) as e:
-            raise RiverError(f"cannot read {SETTINGS_KEY} from {settings.storage}: {e}") from e
+            raise _store_problem(settings.storage, e) from e
         if stored.get("uuid") != settings.uuid:
             raise RiverError(
-                f"storage {settings.storage} belongs to volume {stored.get('uuid')}, "
+                f"storage {redact_url(settings.storage)} belongs to volume {stored.get('uuid')}, "
                 f"not to {settings.uuid} of {meta_url}"
             )
     except BaseException:
