@@ -1,6 +1,7 @@
 """Fixtures of the object-store tests: a moto S3 server process and a fault-injecting proxy.
 
-Import the fixtures into a test module (`from objects_fixtures import moto_server, ...`).
+A test module that uses them says `pytest_plugins = ["objects_fixtures"]`; constants and
+helpers shared with the tests are in objects_support.py.
 Both are real network servers on loopback ports; both stop at teardown, also when a test fails.
 """
 
@@ -21,24 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
-from riverfs.objects import Credentials, RetryPolicy
-
-TEST_CREDENTIALS = Credentials(
-    access_key_id="riverfs-test",
-    secret_access_key="riverfs-test-secret",
-    region="us-east-1",
-    source="tests",
-)
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "riverfs-test",
-    "AWS_SECRET_ACCESS_KEY": "riverfs-test-secret",
-    "AWS_REGION": "us-east-1",
-}
-# Fast retries for tests: the same shape as the default, smaller numbers.
-FAST_RETRY = RetryPolicy(
-    max_attempts=4, initial_backoff=0.01, max_backoff=0.05, total_timeout=20, read_timeout=5
-)
+from objects_support import S3_ENV
 
 
 def free_port() -> int:

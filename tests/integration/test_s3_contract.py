@@ -6,10 +6,12 @@ import asyncio
 import uuid
 
 import pytest
-from objects_fixtures import FAST_RETRY, TEST_CREDENTIALS, moto_server  # noqa: F401
+from objects_support import FAST_RETRY, TEST_CREDENTIALS
 
 from riverfs.objects import CommonPrefix, InvalidRange, ObjectNotFound, open_store
 from riverfs.objects.store import PART_SIZE
+
+pytest_plugins = ["objects_fixtures"]  # the moto server and fault proxy fixtures
 
 
 def run(coro):

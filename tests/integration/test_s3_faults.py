@@ -11,12 +11,7 @@ import time
 import uuid
 
 import pytest
-from objects_fixtures import (  # noqa: F401
-    FAST_RETRY,
-    TEST_CREDENTIALS,
-    fault_proxy,
-    moto_server,
-)
+from objects_support import FAST_RETRY, TEST_CREDENTIALS
 
 from riverfs.objects import (
     AuthenticationError,
@@ -27,6 +22,8 @@ from riverfs.objects import (
     open_store,
 )
 from riverfs.objects.store import PART_SIZE
+
+pytest_plugins = ["objects_fixtures"]  # the moto server and fault proxy fixtures
 
 
 def make_client(proxy, **policy) -> Client:

@@ -6,7 +6,7 @@ import io
 import uuid
 
 import pytest
-from objects_fixtures import FAST_RETRY, TEST_CREDENTIALS, moto_server  # noqa: F401
+from objects_support import FAST_RETRY, TEST_CREDENTIALS
 
 from riverfs.objects import (
     BucketError,
@@ -16,6 +16,8 @@ from riverfs.objects import (
     ObjectError,
     SDKError,
 )
+
+pytest_plugins = ["objects_fixtures"]  # the moto server and fault proxy fixtures
 
 
 @pytest.fixture(params=["memory", "file", "s3"])

@@ -656,7 +656,14 @@ class AsyncClient:
         code = "ERR_OBJECT_HEAD"
         await self._require_bucket(bucket, code)
         with self._errors(code, bucket, key):
-            return self._head_output(await self.store(bucket).stat(key))
+            try:
+                return self._head_output(await self.store(bucket).stat(key))
+            except ObjectNotFound as e:
+                # A HEAD answer has no body to say whether the key or the bucket is missing.
+                if self._s3 is None or isinstance(e, BucketNotFound):
+                    raise
+                await self._s3_call(f"head bucket {bucket}", self._s3.head_bucket, bucket)
+                raise
 
     async def delete_object(self, bucket: str, key: str) -> None:
         """Delete one object; a missing object is not an error (as in S3)."""

@@ -20,8 +20,10 @@ from riverfs.errors import RiverError
 # ---- store errors ---------------------------------------------------------------------------
 
 
-class StoreError(Exception):
-    """The store failed an operation (after the retries the policy allows)."""
+class StoreError(RiverError):
+    """The store failed an operation (after the retries the policy allows).
+
+    Also a RiverError: a store failure that reaches the CLI is printed as one line."""
 
     def __init__(
         self,
@@ -75,8 +77,10 @@ class StoreFull(StoreError):
 # ---- SDK errors -----------------------------------------------------------------------------
 
 
-class SDKError(Exception):
-    """Base of every error the SDK raises: a stable `code` and a readable `message`."""
+class SDKError(RiverError):
+    """Base of every error the SDK raises: a stable `code` and a readable `message`.
+
+    Also a RiverError: the CLI prints it as one line (`riverfs: error: CODE: message`)."""
 
     def __init__(
         self,
@@ -109,10 +113,8 @@ class ObjectError(SDKError):
     """The object operation failed: missing key, bad range, store failure, ..."""
 
 
-class ConfigurationError(SDKError, RiverError):
-    """The client cannot be set up: bad URL, unknown profile, unreadable credentials.
-
-    Also a RiverError: the CLI prints it as one line."""
+class ConfigurationError(SDKError):
+    """The client cannot be set up: bad URL, unknown profile, unreadable credentials."""
 
     def __init__(self, message: str, *, reason: str = "InvalidConfiguration") -> None:
         super().__init__("ERR_CONFIG", message, reason=reason)
