@@ -210,6 +210,12 @@ async def _compress_stream(parts: AsyncIterator[bytes], level: int) -> AsyncIter
     yield cobj.flush()
 
 
+def _decompress(data: bytes, length: int | None) -> bytes:
+    if length is not None:
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=length)
+    return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+
+
 async def _maybe_thread(fn: Callable[[bytes], bytes], data: bytes) -> bytes:
     if len(data) >= _THREAD_WORK:
         return await asyncio.to_thread(fn, data)
@@ -357,7 +363,7 @@ class AsyncClient:
         check_bucket_name(bucket, code)
         if self.config.scheme == "file":
             assert self.config.root is not None
-            if not await asyncio.to_thread((self.config.root / bucket).is_dir):
+            if not os.path.isdir(os.path.join(self.config.root, bucket)):  # one stat, inline
                 raise BucketError(
                     code, f"bucket {bucket!r} does not exist", reason="NoSuchBucket", bucket=bucket
                 )
@@ -583,9 +589,45 @@ class AsyncClient:
                 ) from e
 
     async def get_object(self, bucket: str, key: str, byte_range: str | None = None) -> bytes:
-        """The object's bytes, or those of `byte_range` ('0-1023' is the first KiB)."""
-        stream = await self.open_object(bucket, key, byte_range)
-        return await stream.read()
+        """The object's bytes, or those of `byte_range` ('0-1023' is the first KiB).
+
+        In one request and one piece; use open_object / iter_object for big objects."""
+        code = "ERR_OBJECT_GET"
+        start = end = suffix = None
+        if byte_range is not None:
+            try:
+                start, end, suffix = parse_byte_range(byte_range)
+            except ObjectError as e:
+                e.bucket, e.key = bucket, key
+                raise
+        await self._require_bucket(bucket, code)
+        store = self.store(bucket)
+        with self._errors(code, bucket, key):
+            info, data = await store.read(key, start=start, end=end, suffix=suffix)
+            if (info.attributes or {}).get(COMPRESSION_KEY) != "zstd":
+                return data
+            if byte_range is not None:  # the range was of the stored bytes: read it all
+                info, data = await store.read(key)
+            known = (info.attributes or {}).get(LENGTH_KEY, "")
+            try:
+                plain = await _maybe_thread(
+                    lambda d: _decompress(d, int(known) if known.isdigit() else None), data
+                )
+            except zstandard.ZstdError as e:
+                raise ObjectError(
+                    code,
+                    f"{bucket}/{key} is marked compressed but does not decode: {e}",
+                    reason="CorruptObject",
+                    bucket=bucket,
+                    key=key,
+                ) from e
+            if byte_range is None:
+                return plain
+            if suffix is not None:
+                return plain[-suffix:]
+            if start is not None and start >= len(plain):
+                raise InvalidRange("get: the range starts past the end")
+            return plain[start:end]
 
     async def download_file(
         self,

@@ -131,6 +131,16 @@ def classify(e: BaseException, what: str) -> StoreError:
     return StoreError(message, retryable=is_retryable(status, s3_code, text), **kw)
 
 
+def _range_options(start: int | None, end: int | None, suffix: int | None) -> dict | None:
+    if suffix is not None:
+        return {"range": {"suffix": suffix}}
+    if end is not None:
+        return {"range": (start or 0, end)}
+    if start:
+        return {"range": {"offset": start}}
+    return None
+
+
 def _info(meta: dict, attributes: dict | None = None) -> ObjectInfo:
     return ObjectInfo(
         meta["path"],
@@ -222,6 +232,7 @@ class ObjectStore:
         self.policy = policy or RetryPolicy()
         self.kind = kind or url.split(":", 1)[0]
         self._root = root  # file stores: the directory
+        self._meta_dir = os.path.join(root, META_DIR) if root is not None else ""
         self.remote = self.kind in ("s3", "gs", "az")
 
     def __repr__(self) -> str:
@@ -259,20 +270,35 @@ class ObjectStore:
     ) -> ObjectReader:
         """Open an object for streaming: all of it, [start, end), [start, ...) or the last
         `suffix` bytes. A range starting at or past the end raises InvalidRange."""
-        opts: dict[str, Any] = {}
-        if suffix is not None:
-            opts["range"] = {"suffix": suffix}
-        elif end is not None:
-            opts["range"] = (start or 0, end)
-        elif start:
-            opts["range"] = {"offset": start}
+        opts = _range_options(start, end, suffix)
         result = await self._call(
-            f"get {key}", lambda: obstore.get_async(self._store, key, options=opts or None)
+            f"get {key}", lambda: obstore.get_async(self._store, key, options=opts)
         )
         attributes = dict(result.attributes)
         if self._root is not None:
-            attributes.update(await asyncio.to_thread(self._read_sidecar, key))
+            attributes.update(self._read_sidecar(key))
         return ObjectReader(self, key, result, _info(result.meta, attributes), part_size)
+
+    async def read(
+        self,
+        key: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        suffix: int | None = None,
+    ) -> tuple[ObjectInfo, bytes]:
+        """The object (or a range of it, as for open()) in one piece, with its attributes."""
+        opts = _range_options(start, end, suffix)
+
+        async def attempt():
+            result = await obstore.get_async(self._store, key, options=opts)
+            return result, bytes(await result.bytes_async())
+
+        result, data = await self._call(f"get {key}", attempt)
+        attributes = dict(result.attributes)
+        if self._root is not None:
+            attributes.update(self._read_sidecar(key))
+        return _info(result.meta, attributes), data
 
     async def head(self, key: str) -> ObjectInfo:
         meta = await self._call(f"head {key}", lambda: obstore.head_async(self._store, key))
@@ -280,14 +306,21 @@ class ObjectStore:
 
     async def stat(self, key: str) -> ObjectInfo:
         """head() plus the object's attributes (content type, user metadata, ...)."""
+        if self._root is not None:  # a file store keeps attributes beside the object
+            info = await self.head(key)
+            return ObjectInfo(
+                info.key,
+                info.size,
+                info.last_modified,
+                info.etag,
+                info.version,
+                self._read_sidecar(key),
+            )
         result = await self._call(
             f"head {key}",
             lambda: obstore.get_async(self._store, key, options={"head": True}),
         )
-        attributes = dict(result.attributes)
-        if self._root is not None:
-            attributes.update(await asyncio.to_thread(self._read_sidecar, key))
-        return _info(result.meta, attributes)
+        return _info(result.meta, dict(result.attributes))
 
     # ---- writing ----
 
@@ -347,7 +380,7 @@ class ObjectStore:
     async def copy(self, src: str, dst: str) -> None:
         """Copy an object within this store (server-side where the store can)."""
         if self._root is not None:
-            await self._write_sidecar(dst, await asyncio.to_thread(self._read_sidecar, src))
+            await self._write_sidecar(dst, self._read_sidecar(src))
         await self._call(f"copy {src} to {dst}", lambda: obstore.copy_async(self._store, src, dst))
 
     async def delete(self, key: str) -> None:
@@ -359,7 +392,7 @@ class ObjectStore:
         for i in range(0, len(keys), DELETE_BATCH):
             batch = keys[i : i + DELETE_BATCH]
             await self._call(f"delete {len(batch)} objects", lambda b=batch: self._delete(b))
-            if self._root is not None:
+            if self._root is not None and self._has_sidecars():
                 await asyncio.to_thread(self._remove_sidecars, batch)
 
     async def _delete(self, batch: list[str]) -> None:
@@ -473,10 +506,16 @@ class ObjectStore:
     # ---- attributes of file stores ----
 
     def _sidecar(self, key: str) -> Path:
-        assert self._root is not None
-        return self._root / META_DIR / (key + ".json")
+        return Path(self._meta_dir, key + ".json")
+
+    def _has_sidecars(self) -> bool:
+        """Whether this file store holds any attributes at all (one stat; usually not)."""
+        return os.path.isdir(self._meta_dir)
 
     def _read_sidecar(self, key: str) -> dict[str, str]:
+        """Attributes of a file-store object: a small local read, done inline."""
+        if not self._has_sidecars():
+            return {}
         try:
             return json.loads(self._sidecar(key).read_bytes())
         except FileNotFoundError:
@@ -486,12 +525,13 @@ class ObjectStore:
             return {}
 
     async def _write_sidecar(self, key: str, attributes: dict[str, str] | None) -> None:
+        if not attributes:
+            if self._has_sidecars():  # an overwrite without attributes drops the old ones
+                self._sidecar(key).unlink(missing_ok=True)
+            return
+
         def write() -> None:
             path = self._sidecar(key)
-            if not attributes:
-                if (self._root / META_DIR).exists():
-                    path.unlink(missing_ok=True)
-                return
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(attributes))
@@ -503,7 +543,7 @@ class ObjectStore:
             raise classify(e, f"put {key} (attributes)") from e
 
     def _remove_sidecars(self, keys: list[str]) -> None:
-        if not (self._root / META_DIR).exists():
+        if not self._has_sidecars():
             return
         for key in keys:
             self._sidecar(key).unlink(missing_ok=True)
