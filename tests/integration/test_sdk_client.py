@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 
@@ -201,3 +202,20 @@ def test_bad_configuration_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("RIVERFS_CREDENTIALS_FILE", str(tmp_path / "none.toml"))
     with pytest.raises(ConfigurationError, match=r"no profile \[ghost\]"):
         Client("s3://?endpoint=http://127.0.0.1:1", profile="ghost")
+
+
+def test_the_sync_client_works_inside_a_running_event_loop(tmp_path):
+    async def go():
+        with Client(f"file://{tmp_path}/root") as c:
+            c.create_bucket("inloop")
+            c.put_object("inloop", "k", b"v")
+            return c.get_object("inloop", "k"), list(c.list_objects("inloop"))
+
+    assert asyncio.run(go()) == (b"v", ["k"])
+
+
+def test_a_closed_client_says_so(tmp_path):
+    c = Client(f"file://{tmp_path}/root")
+    c.close()
+    with pytest.raises(ConfigurationError, match="closed"):
+        c.list_buckets()

@@ -820,17 +820,20 @@ async def _slice(
 
 
 class Client:
-    """The sync SDK: every AsyncClient method, run on a private event loop thread.
+    """The sync SDK: every AsyncClient method, run to completion on an event loop.
 
-    Use it as a context manager, or call close(), to stop the thread."""
+    A call from a thread without a running loop runs on that thread's own loop (no thread
+    hop); a call from inside a running loop (a notebook, an async program) runs on a loop
+    thread the client starts for that. Use it as a context manager, or call close()."""
 
     def __init__(self, url: str, **kw: Any) -> None:
         self._async = AsyncClient(url, **kw)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="riverfs-sdk", daemon=True
-        )
-        self._thread.start()
+        self._local = threading.local()
+        self._loops: list[asyncio.AbstractEventLoop] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._thread_loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"Client({self._async.url!r})"
@@ -846,7 +849,30 @@ class Client:
         return self._async
 
     def _run(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        if self._closed:
+            coro.close()
+            raise ConfigurationError("the client is closed", reason="Closed")
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            loop = getattr(self._local, "loop", None)
+            if loop is None:
+                loop = self._local.loop = asyncio.new_event_loop()
+                with self._lock:
+                    self._loops.append(loop)
+            return loop.run_until_complete(coro)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop_thread()).result()
+
+    def _loop_thread(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._thread_loop is None:
+                loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(
+                    target=loop.run_forever, name="riverfs-sdk", daemon=True
+                )
+                self._thread.start()
+                self._thread_loop = loop
+            return self._thread_loop
 
     def _iterate(self, agen: AsyncIterator[Any]) -> Iterator[Any]:
         try:
@@ -856,14 +882,22 @@ class Client:
                 except StopAsyncIteration:
                     return
         finally:
-            if self._loop.is_running():
+            if not self._closed:
                 self._run(agen.aclose())  # type: ignore[attr-defined]
 
     def close(self) -> None:
-        if self._loop.is_running():
-            self._run(self._async.close())
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
+        """Stop the client's loops (loops of other threads close when those threads call)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread_loop is not None:
+            self._thread_loop.call_soon_threadsafe(self._thread_loop.stop)
+            if self._thread is not None:
+                self._thread.join(timeout=10)
+        loop = getattr(self._local, "loop", None)
+        if loop is not None and not loop.is_running():
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
 
     def create_bucket(self, bucket: str) -> None:
         self._run(self._async.create_bucket(bucket))
