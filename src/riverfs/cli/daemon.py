@@ -9,6 +9,7 @@ pid file) to finish flushing and exit.
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from riverfs.cli.defaults import pid_file
 from riverfs.errors import RiverError
+from riverfs.fuse.mount import mount_path
 from riverfs.vfs.fs import pid_alive
 
 READY = "ok"
@@ -37,6 +39,12 @@ def spawn_background(argv: list[str], log_path: Path, timeout: float = 120.0) ->
     os.close(write_fd)
     deadline = time.monotonic() + timeout
     with os.fdopen(read_fd) as pipe:
+        ready, _, _ = select.select([pipe], [], [], timeout)
+        if not ready:
+            child.kill()
+            raise RiverError(
+                f"the mount did not become ready within {timeout:.0f}s; see {log_path}"
+            )
         message = pipe.readline().strip()  # EOF (empty) if the child died first
     if message == READY:
         return child.pid
@@ -79,7 +87,7 @@ def read_pid(mountpoint: Path) -> int | None:
 
 def mount_type(mountpoint: Path) -> str | None:
     """The filesystem type mounted at `mountpoint`, or None."""
-    target = os.path.realpath(mountpoint)
+    target = mount_path(mountpoint)
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()

@@ -26,7 +26,6 @@ from riverfs.cli.defaults import (
     human_size,
     parse_size,
 )
-from riverfs.cli.obj import obj
 from riverfs.errors import RiverError
 from riverfs.vfs.fs import pid_alive
 
@@ -129,7 +128,7 @@ def _ensure_default_volume() -> str:
     show_default=True,
     help="Disk cache limit, e.g. 10G (0: off; auto: 10G, off for a file:// store).",
 )
-@click.option("--buffer-size", default="256M", show_default=True, help="Write buffer memory.")
+@click.option("--buffer-size", default="128M", show_default=True, help="Write buffer memory.")
 @click.option("--attr-timeout", default=1.0, show_default=True, help="Kernel attribute cache (s).")
 @click.option("--entry-timeout", default=1.0, show_default=True, help="Kernel entry cache (s).")
 @click.option("--read-only", is_flag=True, help="Mount read-only.")
@@ -308,9 +307,6 @@ def status(meta_url) -> None:
 
 
 # ---- entry point ----------------------------------------------------------------------------
-
-
-cli.add_command(obj)
 
 
 def main() -> None:

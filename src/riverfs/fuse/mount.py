@@ -33,8 +33,15 @@ def fuse_device() -> str:
     return os.environ.get("RIVERFS_FUSE_DEVICE", "/dev/fuse")
 
 
+def mount_path(mountpoint: Path) -> str:
+    """The path mountinfo shows for `mountpoint`, without touching the mountpoint itself
+    (a hung mount would block us): only its parent is resolved."""
+    path = Path(os.path.abspath(mountpoint))
+    return os.path.join(os.path.realpath(path.parent), path.name)
+
+
 def is_mounted(path: Path) -> bool:
-    target = os.path.realpath(path)
+    target = mount_path(path)
     with open("/proc/self/mountinfo") as f:
         return any(line.split()[4] == target for line in f)
 
@@ -102,7 +109,7 @@ async def serve(
         memory_limit=options.read_cache_size,
         max_prefetch=options.max_prefetch,
     )
-    target = os.path.realpath(mountpoint)  # before mounting: afterwards it would stat us
+    target = mount_path(mountpoint)
     vfs = VFS(volume.meta, blocks, settings, options)
     await vfs.start(str(mountpoint))
     ops = Operations(vfs, options)

@@ -11,7 +11,7 @@ class MountOptions:
     cache_dir: Path
     cache_size: int | None = None  # disk cache limit in bytes; 0 off; None: auto (see serve)
     cache_min_free: float = 0.1  # keep at least this ratio of the cache disk free
-    buffer_size: int = 256 << 20  # memory for write buffers (back-pressure beyond)
+    buffer_size: int = 128 << 20  # memory for write buffers (back-pressure beyond)
     read_cache_size: int = 64 << 20  # memory for decoded blocks
     upload_concurrency: int = 8
     max_prefetch: int = 8  # blocks fetched ahead concurrently

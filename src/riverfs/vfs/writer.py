@@ -28,9 +28,10 @@ MAX_OPEN_SLICES = 64  # more and the writer commits what it has (random-write wo
 
 
 class SliceBuffer:
-    """One slice being written: bytes [uploaded, length) are still in `buf`."""
+    """One slice being written: bytes [uploaded, length) are the first `filled` bytes of
+    `buf`, a block-sized buffer allocated once and handed to the upload when full."""
 
-    __slots__ = ("index", "pos", "id", "length", "uploaded", "buf", "uploads")
+    __slots__ = ("index", "pos", "id", "length", "uploaded", "buf", "filled", "uploads")
 
     def __init__(self, index: int, pos: int, slice_id: int) -> None:
         self.index = index  # chunk index in the file
@@ -38,7 +39,8 @@ class SliceBuffer:
         self.id = slice_id
         self.length = 0
         self.uploaded = 0
-        self.buf = bytearray()
+        self.buf: bytearray | None = None
+        self.filled = 0
         self.uploads: list[asyncio.Task] = []
 
     @property
@@ -77,7 +79,7 @@ class FileWriter:
     @property
     def buffered(self) -> int:
         """Bytes held in buffers that only a flush releases."""
-        return sum(len(s.buf) for s in self.slices)
+        return sum(s.filled for s in self.slices)
 
     @property
     def pending_length(self) -> int:
@@ -105,7 +107,8 @@ class FileWriter:
         return None
 
     async def _write_piece(self, index: int, pos: int, data: memoryview) -> None:
-        await self.budget.acquire(len(data))
+        charged = len(data)
+        await self.budget.acquire(charged)
         s = self._open_slice(index, pos)
         if s is None:
             slice_id = await self.meta.next_slice_id()
@@ -113,28 +116,33 @@ class FileWriter:
             if s is None:
                 s = SliceBuffer(index, pos, slice_id)
                 self.slices.append(s)
-        start = pos - s.pos - s.uploaded
-        before = len(s.buf)
-        s.buf[start : start + len(data)] = data
-        grown = len(s.buf) - before
-        if grown < len(data):
-            self.budget.release(len(data) - grown)  # rewrote bytes already charged
-        s.length = s.uploaded + len(s.buf)
         bs = self.blocks.block_size
-        while len(s.buf) >= bs:
-            if len(s.buf) == bs:  # the usual case: hand the buffer over, no copy
-                block, s.buf = s.buf, bytearray()
-            else:
-                block = s.buf[:bs]
-                del s.buf[:bs]
-            self._upload(s, block)
+        start = pos - s.pos - s.uploaded  # within the current block; at most s.filled
+        grown = 0
+        while data:
+            if s.buf is None:
+                s.buf = bytearray(bs)  # calloc'd: pages cost memory only once written
+            take = min(len(data), bs - start)
+            s.buf[start : start + take] = data[:take]  # same length: never reallocates
+            end = start + take
+            if end > s.filled:
+                grown += end - s.filled
+                s.filled = end
+            data = data[take:]
+            start = end
+            if s.filled == bs:  # a full block: hand the buffer over, no copy
+                block, s.buf, s.filled, start = s.buf, None, 0, 0
+                self._upload(s, block)
+        s.length = s.uploaded + s.filled
+        if grown < charged:
+            self.budget.release(charged - grown)  # rewrote bytes already charged
 
-    def _upload(self, s: SliceBuffer, block: bytes | bytearray) -> None:
+    def _upload(self, s: SliceBuffer, block: bytearray | memoryview) -> None:
         index = s.uploaded // self.blocks.block_size
         s.uploaded += len(block)
         s.uploads.append(asyncio.get_running_loop().create_task(self._save(s.id, index, block)))
 
-    async def _save(self, slice_id: int, index: int, block: bytes | bytearray) -> None:
+    async def _save(self, slice_id: int, index: int, block: bytearray | memoryview) -> None:
         try:
             async with self._upload_slots:
                 await self.blocks.save(slice_id, index, block)
@@ -161,8 +169,9 @@ class FileWriter:
 
     async def _commit_slices(self, slices: list[SliceBuffer]) -> Attr | None:
         for s in slices:
-            if s.buf:
-                block, s.buf = s.buf, bytearray()
+            if s.filled:
+                block = memoryview(s.buf)[: s.filled]
+                s.buf, s.filled = None, 0
                 self._upload(s, block)
         results = await asyncio.gather(
             *(t for s in slices for t in s.uploads), return_exceptions=True
