@@ -26,6 +26,7 @@ from riverfs.cli.defaults import (
     human_size,
     parse_size,
 )
+from riverfs.cli.obj import obj
 from riverfs.errors import RiverError
 from riverfs.vfs.fs import pid_alive
 
@@ -307,6 +308,9 @@ def status(meta_url) -> None:
 
 
 # ---- entry point ----------------------------------------------------------------------------
+
+
+cli.add_command(obj)
 
 
 def main() -> None:
