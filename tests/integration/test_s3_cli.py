@@ -55,6 +55,15 @@ def test_obj_commands_round_trip(s3env, tmp_path):
     assert b not in obj("ls", env=s3env).stdout
 
 
+def test_obj_names_with_a_scheme_need_no_store(moto_server, s3env):
+    env = {k: v for k, v in s3env.items() if k != "RIVERFS_STORE"}
+    b = f"cli-{uuid.uuid4().hex[:8]}"
+    obj("--endpoint", moto_server.endpoint, "mb", f"s3://{b}", env=env)
+    assert b in obj("--endpoint", moto_server.endpoint, "ls", "s3://", env=env).stdout
+    r = obj("ls", env=env, check=False)
+    assert r.returncode == 1 and "which store?" in r.stderr
+
+
 def test_obj_errors_are_one_line(s3env):
     for args, text in [
         (("get", "no-such-bucket/k", "/dev/null"), "ERR_OBJECT_HEAD: bucket 'no-such-bucket'"),

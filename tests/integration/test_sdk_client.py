@@ -174,6 +174,10 @@ def test_compression_is_transparent_and_recorded(client):
     assert client.head_object(b, "zs").compressed
     client.put_object(b, "plain", data)
     assert not client.head_object(b, "plain").compressed
+    assert b"".join(client.iter_object(b, "zs", byte_range="8-15")) == data[8:16]
+    with pytest.raises(ObjectError) as e:
+        b"".join(client.iter_object(b, "zs", byte_range=f"{len(data) + 5}-"))
+    assert e.value.reason == "InvalidRange"
 
 
 def test_streams_both_ways_with_files_and_iterators(client, tmp_path):

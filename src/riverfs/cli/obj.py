@@ -171,7 +171,8 @@ def _delete_prefix(ctx: Ctx, bucket: str, prefix: str) -> int:
 def list_cmd(ctx: Ctx, where, recursive, max_keys) -> None:
     """List buckets, or the objects of BUCKET[/PREFIX]."""
     if not where or where in _REMOTE_SCHEMES:
-        ctx.ref(where or "x/")  # opens the client for the scheme given
+        if ctx._client is None:
+            ctx._client = ctx._open(where or None)
         for b in ctx.client.list_buckets():
             when = b.creation_date.strftime("%Y-%m-%d %H:%M") if b.creation_date else "-"
             click.echo(f"{when:16}  {b.name}")

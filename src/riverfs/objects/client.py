@@ -300,6 +300,13 @@ class AsyncClient:
     def _sdk_error(self, e: StoreError, code: str, bucket: str | None, key: str | None):
         where = f"{bucket}/{key}" if key else str(bucket)
         kw = {"bucket": bucket, "key": key, "status": e.status}
+        if (
+            isinstance(e, ObjectNotFound)
+            and self.config.root is not None
+            and bucket
+            and not os.path.isdir(os.path.join(self.config.root, bucket))
+        ):
+            e = BucketNotFound(e.message)
         if isinstance(e, BucketNotFound):
             return BucketError(
                 code, f"bucket {bucket!r} does not exist", reason="NoSuchBucket", **kw
@@ -359,9 +366,11 @@ class AsyncClient:
             lambda e: _classify_s3(e, what),
         )
 
-    async def _require_bucket(self, bucket: str, code: str) -> None:
+    async def _require_bucket(self, bucket: str, code: str, *, reading: bool = False) -> None:
+        """Refuse a bad name or a missing bucket. A read of a file store skips the check: a
+        missing bucket shows up as a missing object, and _sdk_error tells the two apart."""
         check_bucket_name(bucket, code)
-        if self.config.scheme == "file":
+        if self.config.scheme == "file" and not reading:
             assert self.config.root is not None
             if not os.path.isdir(os.path.join(self.config.root, bucket)):  # one stat, inline
                 raise BucketError(
@@ -509,8 +518,8 @@ class AsyncClient:
                     key=key,
                 )
             attributes[name] = str(value)
-        store = self.store(bucket)
         with self._errors(code, bucket, key):
+            store = self.store(bucket)
             if isinstance(data, bytes | bytearray | memoryview):
                 payload: bytes | bytearray | memoryview = data
                 if compress:
@@ -542,9 +551,9 @@ class AsyncClient:
             except ObjectError as e:
                 e.bucket, e.key = bucket, key
                 raise
-        await self._require_bucket(bucket, code)
-        store = self.store(bucket)
+        await self._require_bucket(bucket, code, reading=True)
         with self._errors(code, bucket, key):
+            store = self.store(bucket)
             reader = await store.open(key, start=start, end=end, suffix=suffix, part_size=part_size)
             attrs = reader.info.attributes or {}
             if attrs.get(COMPRESSION_KEY) == "zstd" and byte_range is not None:
@@ -558,7 +567,7 @@ class AsyncClient:
                     suffix,
                     head.content_length,
                 )
-                return ObjectStream(head, parts)
+                return ObjectStream(head, self._raw(parts, code, bucket, key))
         head = self._head_output(reader.info)
         if head.compressed:
             return ObjectStream(head, self._decoded(reader, code, bucket, key))
@@ -600,9 +609,9 @@ class AsyncClient:
             except ObjectError as e:
                 e.bucket, e.key = bucket, key
                 raise
-        await self._require_bucket(bucket, code)
-        store = self.store(bucket)
+        await self._require_bucket(bucket, code, reading=True)
         with self._errors(code, bucket, key):
+            store = self.store(bucket)
             info, data = await store.read(key, start=start, end=end, suffix=suffix)
             if (info.attributes or {}).get(COMPRESSION_KEY) != "zstd":
                 return data
@@ -696,7 +705,7 @@ class AsyncClient:
 
     async def head_object(self, bucket: str, key: str) -> HeadObjectOutput:
         code = "ERR_OBJECT_HEAD"
-        await self._require_bucket(bucket, code)
+        await self._require_bucket(bucket, code, reading=True)
         with self._errors(code, bucket, key):
             try:
                 return self._head_output(await self.store(bucket).stat(key))

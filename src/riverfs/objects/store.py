@@ -340,9 +340,13 @@ class ObjectStore:
             await self._upload(key, data, attributes)
             return
 
+        # Remote: one PUT, retried whole here. Local: obstore's default (it writes a file
+        # larger than a part in parts, which measured faster than one write).
+        multipart = False if self.remote else None
+
         async def attempt() -> None:
             await obstore.put_async(
-                self._store, key, data, attributes=attributes or None, use_multipart=False
+                self._store, key, data, attributes=attributes or None, use_multipart=multipart
             )
 
         await self._call(what, attempt)
@@ -607,7 +611,13 @@ def build_store(config: StoreConfig, bucket: str | None = None, prefix: str = ""
         root = config.root / bucket if bucket else config.root
         if prefix:
             root = root / prefix.strip("/")
-        return ObjectStore(url, LocalStore(root), policy=policy, root=root, kind="file")
+        try:
+            local = LocalStore(root)
+        except Exception as e:  # obstore resolves the directory when the store is built
+            if not root.is_dir():
+                raise BucketNotFound(f"{redact_url(url)}: {root} does not exist") from None
+            raise classify(e, f"open {redact_url(url)}") from e
+        return ObjectStore(url, local, policy=policy, root=root, kind="file")
     if scheme == "memory":
         name = f"{config.name}/{bucket or ''}/{prefix}"
         return ObjectStore(
