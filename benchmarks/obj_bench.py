@@ -6,7 +6,8 @@
 
 For each store it measures, alternating SDK and obstore runs and keeping the median:
 - put and get throughput of large objects (bytes in memory, one object at a time),
-- latency of small-object put, get and head (sequential, median per operation),
+- latency of small-object put, get and head (sequential, SDK and obstore interleaved operation
+  by operation, median),
 both through the async client (`AsyncClient`) and through the sync facade (`Client`, which
 hops to its loop thread on every call), and prints SDK/obstore ratios (1.00 = same; for
 throughput higher is better, for latency lower is better).
@@ -111,13 +112,17 @@ async def run_async(case: Case, big: bytes, count: int, small: int, reps: int) -
         mib = total / (1 << 20)
         results[label] = (mib / statistics.median(s_times), mib / statistics.median(r_times))
 
-    async def lat(fn) -> float:
-        samples = []
+    async def lat_pair(s_fn, r_fn) -> tuple[float, float]:
+        """Median latency of each, the two interleaved operation by operation (less drift)."""
+        s_samples, r_samples = [], []
         for i in range(small):
             t = time.perf_counter()
-            await fn(i)
-            samples.append(time.perf_counter() - t)
-        return statistics.median(samples) * 1e6
+            await s_fn(i)
+            s_samples.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            await r_fn(i)
+            r_samples.append(time.perf_counter() - t)
+        return statistics.median(s_samples) * 1e6, statistics.median(r_samples) * 1e6
 
     ops = {
         "small put µs": (
@@ -134,11 +139,8 @@ async def run_async(case: Case, big: bytes, count: int, small: int, reps: int) -
         ),
     }
     for label, (s_fn, r_fn) in ops.items():
-        s_l, r_l = [], []
-        for _ in range(reps):
-            s_l.append(await lat(s_fn))
-            r_l.append(await lat(r_fn))
-        results[label] = (statistics.median(s_l), statistics.median(r_l))
+        pairs = [await lat_pair(s_fn, r_fn) for _ in range(reps)]
+        results[label] = tuple(statistics.median(p[k] for p in pairs) for k in (0, 1))
     return results
 
 
@@ -155,13 +157,16 @@ def run_sync(case: Case, small: int, reps: int) -> dict:
             c.put_object(case.bucket, f"ss/{i}", tiny)
             obstore.put(case.raw, f"rss/{i}", tiny)
 
-        def lat(fn) -> float:
-            samples = []
+        def lat_pair(s_fn, r_fn) -> tuple[float, float]:
+            s_samples, r_samples = [], []
             for i in range(small):
                 t = time.perf_counter()
-                fn(i)
-                samples.append(time.perf_counter() - t)
-            return statistics.median(samples) * 1e6
+                s_fn(i)
+                s_samples.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                r_fn(i)
+                r_samples.append(time.perf_counter() - t)
+            return statistics.median(s_samples) * 1e6, statistics.median(r_samples) * 1e6
 
         ops = {
             "sync small get µs": (
@@ -174,11 +179,8 @@ def run_sync(case: Case, small: int, reps: int) -> dict:
             ),
         }
         for label, (s_fn, r_fn) in ops.items():
-            s_l, r_l = [], []
-            for _ in range(reps):
-                s_l.append(lat(s_fn))
-                r_l.append(lat(r_fn))
-            results[label] = (statistics.median(s_l), statistics.median(r_l))
+            pairs = [lat_pair(s_fn, r_fn) for _ in range(reps)]
+            results[label] = tuple(statistics.median(p[k] for p in pairs) for k in (0, 1))
     return results
 
 
