@@ -26,18 +26,18 @@ class CountingStore(ObjectStore):
         self.gets = 0
         self.gate = gate
 
-    async def get(self, key: str) -> bytes:
+    async def get_buffer(self, key: str) -> memoryview:
         self.gets += 1
         if self.gate is not None:
             await self.gate.wait()
-        return await super().get(key)
+        return await super().get_buffer(key)
 
 
 class FailingGetStore(ObjectStore):
     def __init__(self, inner: ObjectStore) -> None:
         super().__init__(inner.url, inner._store)
 
-    async def get(self, key: str) -> bytes:
+    async def get_buffer(self, key: str) -> memoryview:
         raise AssertionError(f"store get of {key} (should have been served from cache)")
 
 
@@ -264,9 +264,9 @@ class RangeCountingStore(ObjectStore):
         self.gets = 0
         self.range_bytes = 0
 
-    async def get(self, key: str) -> bytes:
+    async def get_buffer(self, key: str) -> memoryview:
         self.gets += 1
-        return await super().get(key)
+        return await super().get_buffer(key)
 
     async def get_range(self, key: str, start: int, end: int) -> bytes:
         self.range_bytes += end - start

@@ -123,7 +123,7 @@ class BlockStore:
                     log.warning("dropping corrupt cached block: %s", e)
                     await self._run(self.cache.discard, key)
         try:
-            raw = await self.store.get(key)
+            raw = await self.store.get_buffer(key)
         except ObjectNotFound as e:
             raise BlockCorrupt(f"{key}: object missing from the store") from e
         data = await self._code(decode_block, raw, key)

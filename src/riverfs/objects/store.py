@@ -250,6 +250,16 @@ class ObjectStore:
 
         return await self._call(f"get {key}", attempt)
 
+    async def get_buffer(self, key: str) -> memoryview:
+        """The whole object as a read-only buffer, not copied out of obstore's memory (the
+        block store reads this way: a 4 MiB copy per block saved)."""
+
+        async def attempt() -> memoryview:
+            result = await obstore.get_async(self._store, key)
+            return memoryview(await result.bytes_async())
+
+        return await self._call(f"get {key}", attempt)
+
     async def get_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes [start, end) of the object (fewer if it ends before `end`)."""
         return bytes(
