@@ -135,45 +135,23 @@ def _ensure_default_volume() -> str:
 @click.option("--read-only", is_flag=True, help="Mount read-only.")
 @click.option("--debug", is_flag=True, help="Log every detail.")
 @click.option("--ready-fd", type=int, hidden=True)
-def mount(
-    args,
-    background,
-    cache_dir,
-    cache_size,
-    buffer_size,
-    attr_timeout,
-    entry_timeout,
-    read_only,
-    debug,
-    ready_fd,
-) -> None:
+def mount(args, **options) -> None:
     """Mount a volume (default: the default volume) at MOUNTPOINT."""
     if len(args) > 2:
         raise click.UsageError("expected [META_URL] MOUNTPOINT")
     meta_url = args[0] if len(args) == 2 else None
     mountpoint = Path(os.path.abspath(args[-1]))
     try:
-        _mount(
-            meta_url,
-            mountpoint,
-            background,
-            cache_dir,
-            cache_size,
-            buffer_size,
-            attr_timeout,
-            entry_timeout,
-            read_only,
-            debug,
-            ready_fd,
-        )
+        _mount(meta_url, mountpoint, **options)
     except RiverError as e:
-        daemon.report_error(ready_fd, str(e))
+        daemon.report_error(options["ready_fd"], str(e))  # the parent waiting for us says it
         raise
 
 
 def _mount(
     meta_url,
     mountpoint,
+    *,
     background,
     cache_dir,
     cache_size,

@@ -676,21 +676,25 @@ class Meta:
                 await self._append_slices(tx, inode, index, group)
             new_length = max(attr.size, length)
             stored = min(attr.stored + sum(s.length for _, s in slices), new_length)
-            await tx.run(
-                "UPDATE nodes SET length = ?, stored = ?, mtime = ?, ctime = ? WHERE inode = ?",
-                new_length,
-                stored,
-                mtime,
-                mtime,
-                inode,
-            )
-            await tx.run(
-                "UPDATE counters SET value = value + ? WHERE name = 'used_bytes'",
-                stored - attr.stored,
-            )
-            return await self._must_attr(tx, inode)
+            return await self._set_size(tx, attr, new_length, stored, mtime)
 
         return await self.db.txn(fn)
+
+    async def _set_size(self, tx, attr: Attr, length: int, stored: int, t: int) -> Attr:
+        """New length and stored bytes of a file whose content changed at `t`."""
+        await tx.run(
+            "UPDATE nodes SET length = ?, stored = ?, mtime = ?, ctime = ? WHERE inode = ?",
+            length,
+            stored,
+            t,
+            t,
+            attr.inode,
+        )
+        await tx.run(
+            "UPDATE counters SET value = value + ? WHERE name = 'used_bytes'",
+            stored - attr.stored,
+        )
+        return await self._must_attr(tx, attr.inode)
 
     async def truncate(self, inode: int, length: int, t: int | None = None) -> Attr:
         """Set a regular file's length. Costs in proportion to the chunks actually stored."""
@@ -717,20 +721,7 @@ class Meta:
                             tx, inode, idx, [Slice(pos, 0, 0, 0, CHUNK_SIZE - pos)]
                         )
                 stored = min(stored, length)
-            tt = t or now_ns()
-            await tx.run(
-                "UPDATE nodes SET length = ?, stored = ?, mtime = ?, ctime = ? WHERE inode = ?",
-                length,
-                stored,
-                tt,
-                tt,
-                inode,
-            )
-            await tx.run(
-                "UPDATE counters SET value = value + ? WHERE name = 'used_bytes'",
-                stored - attr.stored,
-            )
-            return await self._must_attr(tx, inode)
+            return await self._set_size(tx, attr, length, stored, t or now_ns())
 
         return await self.db.txn(fn)
 
