@@ -13,18 +13,16 @@ import ctypes
 import errno
 import mmap
 import os
-import re
 import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from posix_support import MOUNT_ARGS, ON_LOCAL, errno_of, fresh_dir, shared_mount
 from support import Volume, force_unmount, run_cli, wait_until
 
-ON_LOCAL = bool(os.environ.get("RIVERFS_POSIX_ON_LOCAL"))
 # extra `riverfs mount` options, e.g. "--attr-timeout 0 --entry-timeout 0" to bypass kernel caches
-MOUNT_ARGS = os.environ.get("RIVERFS_POSIX_MOUNT_ARGS", "").split()
 riverfs_only = pytest.mark.skipif(ON_LOCAL, reason="riverfs-specific expectation")
 
 MiB = 1024 * 1024
@@ -64,22 +62,8 @@ def utimensat(path: Path, atime: int, mtime: int, flags: int = 0) -> None:
 @pytest.fixture(scope="module")
 def volume_and_root(tmp_path_factory) -> Iterator[tuple[Volume | None, Path]]:
     """One riverfs mount (SQLite + file:// store) shared by the tests of this module."""
-    root = tmp_path_factory.mktemp("posix_attrs")
-    if ON_LOCAL:
-        yield None, root
-        return
-    vol = Volume(
-        root=root,
-        meta_url=f"sqlite://{root}/meta.db",
-        storage_url=f"file://{root}/store",
-        cache_dir=root / "cache",
-    )
-    try:
-        run_cli("format", vol.meta_url, "--storage", vol.storage_url)
-        yield vol, vol.mount(root / "mnt", *MOUNT_ARGS).path
-    finally:
-        vol.cleanup()
-        force_unmount(root / "mnt")
+    with shared_mount(tmp_path_factory, "posix_attrs") as volume_and_root:
+        yield volume_and_root
 
 
 @pytest.fixture
@@ -90,17 +74,7 @@ def fs_root(volume_and_root) -> Path:
 @pytest.fixture
 def d(fs_root: Path, request) -> Path:
     """A fresh directory of the shared mount for one test."""
-    p = fs_root / re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:200]
-    p.mkdir()
-    return p
-
-
-def errno_of(fn: Callable, *args, **kwargs) -> int:
-    try:
-        fn(*args, **kwargs)
-    except OSError as e:
-        return e.errno
-    return 0
+    return fresh_dir(fs_root, request)
 
 
 def write(path: Path, data: bytes) -> None:

@@ -11,48 +11,29 @@ import ctypes
 import errno
 import os
 import random
-import re
 import shutil
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import Volume, force_unmount, run_cli
+from posix_support import errno_of, fresh_dir, same_errno, shared_mount
 
-ON_LOCAL = bool(os.environ.get("RIVERFS_POSIX_ON_LOCAL"))
 # extra `riverfs mount` options, e.g. "--attr-timeout 0 --entry-timeout 0" to bypass kernel caches
-MOUNT_ARGS = os.environ.get("RIVERFS_POSIX_MOUNT_ARGS", "").split()
 
 
 @pytest.fixture(scope="module")
 def fs_root(tmp_path_factory) -> Iterator[Path]:
     """One riverfs mount (SQLite + file:// store) shared by the tests of this module."""
-    root = tmp_path_factory.mktemp("posix_dirs")
-    if ON_LOCAL:
+    with shared_mount(tmp_path_factory, "posix_dirs") as (_, root):
         yield root
-        return
-    vol = Volume(
-        root=root,
-        meta_url=f"sqlite://{root}/meta.db",
-        storage_url=f"file://{root}/store",
-        cache_dir=root / "cache",
-    )
-    try:
-        run_cli("format", vol.meta_url, "--storage", vol.storage_url)
-        yield vol.mount(root / "mnt", *MOUNT_ARGS).path
-    finally:
-        vol.cleanup()
-        force_unmount(root / "mnt")
 
 
 @pytest.fixture
 def d(fs_root: Path, request) -> Path:
     """A fresh directory of the shared mount for one test."""
-    p = fs_root / re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:200]
-    p.mkdir()
-    return p
+    return fresh_dir(fs_root, request)
 
 
 @pytest.fixture
@@ -61,25 +42,6 @@ def local(tmp_path: Path) -> Path:
     p = tmp_path / "local"
     p.mkdir()
     return p
-
-
-def errno_of(fn: Callable, *args, **kwargs) -> int:
-    """The errno `fn` fails with, or 0 when it succeeds."""
-    try:
-        fn(*args, **kwargs)
-    except OSError as e:
-        return e.errno
-    return 0
-
-
-def same_errno(scenario: Callable[[Path], object], d: Path, local: Path, expected: int) -> None:
-    """Run `scenario(base)` on riverfs and on the local disk; both must fail with `expected`."""
-    got_local = errno_of(scenario, local)
-    got = errno_of(scenario, d)
-    assert got_local == expected, f"test assumption wrong: local disk gave {got_local}"
-    assert got == expected, (
-        f"riverfs gave {errno.errorcode.get(got, got)}, Linux gives {errno.errorcode[expected]}"
-    )
 
 
 class Dirent(ctypes.Structure):

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import mmap
 import os
-import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import Volume, force_unmount, run_cli, wait_until
+from posix_support import MOUNT_ARGS, ON_LOCAL, fresh_dir, shared_mount
+from support import Volume, wait_until
 
-ON_LOCAL = bool(os.environ.get("RIVERFS_POSIX_ON_LOCAL"))
 # extra `riverfs mount` options, e.g. "--attr-timeout 0 --entry-timeout 0" to bypass kernel caches
-MOUNT_ARGS = os.environ.get("RIVERFS_POSIX_MOUNT_ARGS", "").split()
 riverfs_only = pytest.mark.skipif(ON_LOCAL, reason="riverfs-specific expectation")
 
 MiB = 1024 * 1024
@@ -32,30 +30,14 @@ BLOCK = 4 * MiB
 @pytest.fixture(scope="module")
 def volume_and_root(tmp_path_factory) -> Iterator[tuple[Volume | None, Path]]:
     """One riverfs mount (SQLite + file:// store) shared by the tests of this module."""
-    root = tmp_path_factory.mktemp("posix_open_unlinked")
-    if ON_LOCAL:
-        yield None, root
-        return
-    vol = Volume(
-        root=root,
-        meta_url=f"sqlite://{root}/meta.db",
-        storage_url=f"file://{root}/store",
-        cache_dir=root / "cache",
-    )
-    try:
-        run_cli("format", vol.meta_url, "--storage", vol.storage_url)
-        yield vol, vol.mount(root / "mnt", *MOUNT_ARGS).path
-    finally:
-        vol.cleanup()
-        force_unmount(root / "mnt")
+    with shared_mount(tmp_path_factory, "posix_open_unlinked") as volume_and_root:
+        yield volume_and_root
 
 
 @pytest.fixture
 def d(volume_and_root, request) -> Path:
     """A fresh directory of the shared mount for one test."""
-    p = volume_and_root[1] / re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:200]
-    p.mkdir()
-    return p
+    return fresh_dir(volume_and_root[1], request)
 
 
 @pytest.fixture

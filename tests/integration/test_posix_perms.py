@@ -12,18 +12,15 @@ from __future__ import annotations
 import errno
 import os
 import pickle
-import re
 import stat
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support import Volume, force_unmount, run_cli
+from posix_support import ON_LOCAL, errno_of, fresh_dir, shared_mount
 
-ON_LOCAL = bool(os.environ.get("RIVERFS_POSIX_ON_LOCAL"))
 # extra `riverfs mount` options, e.g. "--attr-timeout 0 --entry-timeout 0" to bypass kernel caches
-MOUNT_ARGS = os.environ.get("RIVERFS_POSIX_MOUNT_ARGS", "").split()
 riverfs_only = pytest.mark.skipif(ON_LOCAL, reason="riverfs-specific expectation")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
@@ -35,29 +32,14 @@ OTHER = 65533  # a second unprivileged user
 @pytest.fixture(scope="module")
 def fs_root(tmp_path_factory) -> Iterator[Path]:
     """One riverfs mount (SQLite + file:// store) shared by the tests of this module."""
-    root = tmp_path_factory.mktemp("posix_perms")
-    if ON_LOCAL:
+    with shared_mount(tmp_path_factory, "posix_perms") as (_, root):
         yield root
-        return
-    vol = Volume(
-        root=root,
-        meta_url=f"sqlite://{root}/meta.db",
-        storage_url=f"file://{root}/store",
-        cache_dir=root / "cache",
-    )
-    try:
-        run_cli("format", vol.meta_url, "--storage", vol.storage_url)
-        yield vol.mount(root / "mnt", *MOUNT_ARGS).path
-    finally:
-        vol.cleanup()
-        force_unmount(root / "mnt")
 
 
 @pytest.fixture
 def d(fs_root: Path, request) -> Path:
     """A fresh directory of the shared mount for one test (mode 0755, owned by root)."""
-    p = fs_root / re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:200]
-    p.mkdir()
+    p = fresh_dir(fs_root, request)
     os.chmod(p, 0o755)
     return p
 
@@ -107,15 +89,6 @@ def as_user(
     if kind == "exc":
         raise AssertionError(f"child as uid {uid} failed:\n{value}")
     return value
-
-
-def errno_of(fn: Callable, *args, **kwargs) -> int:
-    """The errno `fn` fails with, or 0 when it succeeds."""
-    try:
-        fn(*args, **kwargs)
-    except OSError as e:
-        return e.errno
-    return 0
 
 
 def same_outcome(scenario: Callable[[Path], object], d: Path, local: Path, expected) -> None:
