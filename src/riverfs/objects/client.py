@@ -539,11 +539,10 @@ class AsyncClient:
                 parts = _compress_stream(parts, self.compression_level)
             await store.put_stream(key, parts, attributes=attributes)
 
-    async def open_object(
-        self, bucket: str, key: str, byte_range: str | None = None, *, part_size: int = PART_SIZE
-    ) -> ObjectStream:
-        """Open an object for streaming (decompressed if riverfs compressed it)."""
-        code = "ERR_OBJECT_GET"
+    async def _readable_range(
+        self, bucket: str, key: str, byte_range: str | None, code: str
+    ) -> tuple[int | None, int | None, int | None]:
+        """Parse `byte_range` (errors name the object) and check the bucket can be read."""
         start = end = suffix = None
         if byte_range is not None:
             try:
@@ -552,6 +551,14 @@ class AsyncClient:
                 e.bucket, e.key = bucket, key
                 raise
         await self._require_bucket(bucket, code, reading=True)
+        return start, end, suffix
+
+    async def open_object(
+        self, bucket: str, key: str, byte_range: str | None = None, *, part_size: int = PART_SIZE
+    ) -> ObjectStream:
+        """Open an object for streaming (decompressed if riverfs compressed it)."""
+        code = "ERR_OBJECT_GET"
+        start, end, suffix = await self._readable_range(bucket, key, byte_range, code)
         with self._errors(code, bucket, key):
             store = self.store(bucket)
             reader = await store.open(key, start=start, end=end, suffix=suffix, part_size=part_size)
@@ -602,14 +609,7 @@ class AsyncClient:
 
         In one request and one piece; use open_object / iter_object for big objects."""
         code = "ERR_OBJECT_GET"
-        start = end = suffix = None
-        if byte_range is not None:
-            try:
-                start, end, suffix = parse_byte_range(byte_range)
-            except ObjectError as e:
-                e.bucket, e.key = bucket, key
-                raise
-        await self._require_bucket(bucket, code, reading=True)
+        start, end, suffix = await self._readable_range(bucket, key, byte_range, code)
         with self._errors(code, bucket, key):
             store = self.store(bucket)
             info, data = await store.read(key, start=start, end=end, suffix=suffix)
