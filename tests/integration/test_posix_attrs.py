@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from posix_support import MOUNT_ARGS, ON_LOCAL, errno_of, fresh_dir, shared_mount
+from posix_support import MOUNT_ARGS, ON_LOCAL, errno_of, shared_mount
 from support import Volume, force_unmount, run_cli, wait_until
 
 # extra `riverfs mount` options, e.g. "--attr-timeout 0 --entry-timeout 0" to bypass kernel caches
@@ -69,12 +69,6 @@ def volume_and_root(tmp_path_factory) -> Iterator[tuple[Volume | None, Path]]:
 @pytest.fixture
 def fs_root(volume_and_root) -> Path:
     return volume_and_root[1]
-
-
-@pytest.fixture
-def d(fs_root: Path, request) -> Path:
-    """A fresh directory of the shared mount for one test."""
-    return fresh_dir(fs_root, request)
 
 
 def write(path: Path, data: bytes) -> None:

@@ -14,11 +14,10 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from posix_support import errno_of, fresh_dir, same_errno, shared_mount
+from posix_support import errno_of, same_errno
 from support import wait_until
 
 # extra `riverfs mount` options, e.g. "--attr-timeout 0 --entry-timeout 0" to bypass kernel caches
@@ -41,27 +40,6 @@ def renameat2(src: Path | str, dst: Path | str, flags: int) -> None:
     if _libc.renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), str(src), None, str(dst))
-
-
-@pytest.fixture(scope="module")
-def fs_root(tmp_path_factory) -> Iterator[Path]:
-    """One riverfs mount (SQLite + file:// store) shared by the tests of this module."""
-    with shared_mount(tmp_path_factory, "posix_links") as (_, root):
-        yield root
-
-
-@pytest.fixture
-def d(fs_root: Path, request) -> Path:
-    """A fresh directory of the shared mount for one test."""
-    return fresh_dir(fs_root, request)
-
-
-@pytest.fixture
-def local(tmp_path: Path) -> Path:
-    """A directory on the local disk, to compare errno values with."""
-    p = tmp_path / "local"
-    p.mkdir()
-    return p
 
 
 def write(path: Path, data: bytes) -> None:

@@ -14,11 +14,11 @@ import os
 import pickle
 import stat
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from posix_support import ON_LOCAL, errno_of, fresh_dir, shared_mount
+from posix_support import ON_LOCAL, errno_of, fresh_dir
 
 # extra `riverfs mount` options, e.g. "--attr-timeout 0 --entry-timeout 0" to bypass kernel caches
 riverfs_only = pytest.mark.skipif(ON_LOCAL, reason="riverfs-specific expectation")
@@ -27,13 +27,6 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch 
 
 NOBODY = 65534
 OTHER = 65533  # a second unprivileged user
-
-
-@pytest.fixture(scope="module")
-def fs_root(tmp_path_factory) -> Iterator[Path]:
-    """One riverfs mount (SQLite + file:// store) shared by the tests of this module."""
-    with shared_mount(tmp_path_factory, "posix_perms") as (_, root):
-        yield root
 
 
 @pytest.fixture

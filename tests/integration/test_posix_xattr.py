@@ -12,36 +12,14 @@ import ctypes
 import errno
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from posix_support import ON_LOCAL, errno_of, fresh_dir, same_errno, shared_mount
+from posix_support import ON_LOCAL, errno_of, same_errno
 from support import wait_until
 
 # extra `riverfs mount` options, e.g. "--attr-timeout 0 --entry-timeout 0" to bypass kernel caches
 riverfs_only = pytest.mark.skipif(ON_LOCAL, reason="riverfs-specific expectation")
-
-
-@pytest.fixture(scope="module")
-def fs_root(tmp_path_factory) -> Iterator[Path]:
-    """One riverfs mount (SQLite + file:// store) shared by the tests of this module."""
-    with shared_mount(tmp_path_factory, "posix_xattr") as (_, root):
-        yield root
-
-
-@pytest.fixture
-def d(fs_root: Path, request) -> Path:
-    """A fresh directory of the shared mount for one test."""
-    return fresh_dir(fs_root, request)
-
-
-@pytest.fixture
-def local(tmp_path: Path) -> Path:
-    """A directory on the local disk, to compare errno values with."""
-    p = tmp_path / "local"
-    p.mkdir()
-    return p
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
