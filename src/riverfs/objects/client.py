@@ -596,13 +596,7 @@ class AsyncClient:
                         if out:
                             yield out
             except zstandard.ZstdError as e:
-                raise ObjectError(
-                    code,
-                    f"{bucket}/{key} is marked compressed but does not decode: {e}",
-                    reason="CorruptObject",
-                    bucket=bucket,
-                    key=key,
-                ) from e
+                raise _undecodable(code, bucket, key, e) from e
 
     async def get_object(self, bucket: str, key: str, byte_range: str | None = None) -> bytes:
         """The object's bytes, or those of `byte_range` ('0-1023' is the first KiB).
@@ -623,13 +617,7 @@ class AsyncClient:
                     lambda d: _decompress(d, int(known) if known.isdigit() else None), data
                 )
             except zstandard.ZstdError as e:
-                raise ObjectError(
-                    code,
-                    f"{bucket}/{key} is marked compressed but does not decode: {e}",
-                    reason="CorruptObject",
-                    bucket=bucket,
-                    key=key,
-                ) from e
+                raise _undecodable(code, bucket, key, e) from e
             if byte_range is None:
                 return plain
             if suffix is not None:
@@ -958,3 +946,14 @@ class Client:
 
     def copy_object(self, bucket: str, copy_source: str, key: str) -> None:
         self._run(self._async.copy_object(bucket, copy_source, key))
+
+
+def _undecodable(code: str, bucket: str, key: str, e: Exception) -> ObjectError:
+    """The error for an object marked compressed whose bytes do not decode."""
+    return ObjectError(
+        code,
+        f"{bucket}/{key} is marked compressed but does not decode: {e}",
+        reason="CorruptObject",
+        bucket=bucket,
+        key=key,
+    )
