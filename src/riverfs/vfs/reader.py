@@ -36,23 +36,33 @@ class FileReader:
         self.meta = meta
         self.blocks = blocks
         self._views: OrderedDict[tuple[int, int], tuple[list[int], list[Slice]]] = OrderedDict()
+        self._chunks_of: dict[int, set[int]] = {}  # inode -> chunk indexes with a cached view
+        self._invalidations = 0  # a view loaded across an invalidation is not cached
 
     def invalidate(self, inode: int) -> None:
         """Forget cached views of `inode` (its data changed)."""
-        for key in [k for k in self._views if k[0] == inode]:
-            del self._views[key]
+        self._invalidations += 1
+        for index in self._chunks_of.pop(inode, ()):
+            del self._views[(inode, index)]
 
     async def _view(self, inode: int, index: int) -> tuple[list[int], list[Slice]]:
         key = (inode, index)
         view = self._views.get(key)
-        if view is None:
-            segments = visible_segments(await self.meta.read_chunk(inode, index), CHUNK_SIZE)
-            view = ([seg.pos for seg in segments], segments)
-            self._views[key] = view
-            if len(self._views) > MAX_VIEWS:
-                self._views.popitem(last=False)
-        else:
+        if view is not None:
             self._views.move_to_end(key)
+            return view
+        seen = self._invalidations
+        segments = visible_segments(await self.meta.read_chunk(inode, index), CHUNK_SIZE)
+        view = ([seg.pos for seg in segments], segments)
+        if seen == self._invalidations:
+            self._views[key] = view
+            self._chunks_of.setdefault(inode, set()).add(index)
+            if len(self._views) > MAX_VIEWS:
+                (old_inode, old_index), _ = self._views.popitem(last=False)
+                chunks = self._chunks_of[old_inode]
+                chunks.discard(old_index)
+                if not chunks:
+                    del self._chunks_of[old_inode]
         return view
 
     async def _segment(self, inode: int, offset: int) -> tuple[int, Slice]:
