@@ -14,12 +14,13 @@ VENV := .venv
 STAMP := $(VENV)/.riverfs-installed
 MNT := ./mnt
 SYSTEM_PACKAGES := fuse3 libfuse3-dev pkg-config python3-venv python3-dev gcc
+TEST_PACKAGES := postgresql  # the tests start their own server (initdb + pg_ctl)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCH_ARGS ?=
 
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: help install system-packages run test umount bench clean
+.PHONY: help install system-packages test-packages apt-packages run test umount bench clean
 
 help:
 	@echo "make run      install what is needed and mount the default volume at $(MNT)"
@@ -45,8 +46,14 @@ $(STAMP): pyproject.toml
 
 # apt-get only when a package is missing; nothing at all on a second run.
 system-packages:
+	@$(MAKE) --no-print-directory apt-packages PACKAGES="$(SYSTEM_PACKAGES)"
+
+test-packages:
+	@$(MAKE) --no-print-directory apt-packages PACKAGES="$(TEST_PACKAGES)"
+
+apt-packages:
 	@missing=""; \
-	for p in $(SYSTEM_PACKAGES); do \
+	for p in $(PACKAGES); do \
 	    dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -70,7 +77,7 @@ run: install
 	echo "  volume status:              $(VENV)/bin/riverfs status"; \
 	echo "  unmount:                    make umount   (or $(VENV)/bin/riverfs umount $(MNT))"
 
-test: install
+test: install test-packages
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/python -m pytest -q tests

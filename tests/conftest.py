@@ -51,3 +51,22 @@ def pytest_unconfigure(config):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(_exit_status)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for the whole test session (started on first use)."""
+    import shutil
+    import tempfile
+
+    from pg_server import start_server
+
+    directory = Path(tempfile.mkdtemp(prefix="riverfs-pg-"))
+    server = start_server(directory)
+    try:
+        yield server
+    finally:
+        try:
+            server.stop("immediate")
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)

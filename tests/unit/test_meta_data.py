@@ -1,4 +1,4 @@
-"""meta/engine.py on SQLite: file data records (slices, truncate, deletes) and usage counters."""
+"""meta/engine.py on both engines: file data (slices, truncate, deletes) and usage counters."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from riverfs.meta.slices import Slice
 
 PIB = 1 << 50
 
+pytestmark = pytest.mark.usefixtures("meta_engine")
+
 
 def never(_inode: int) -> bool:
     return False
@@ -28,7 +30,7 @@ async def check_counters(meta) -> None:
     """The counters agree with the nodes table."""
     usage = await meta.usage()
     stored, count = await sql_one(meta, "SELECT COALESCE(SUM(stored), 0), COUNT(*) FROM nodes")
-    assert (usage.used_bytes, usage.inodes) == (stored, count)
+    assert (usage.used_bytes, usage.inodes) == (int(stored), count)
     # stored never exceeds the length, never negative
     assert await sql_all(meta, "SELECT inode FROM nodes WHERE stored > length OR stored < 0") == []
 
@@ -59,7 +61,7 @@ async def test_write_slices_appends_in_order_and_read_chunk_returns_them(tmp_pat
     assert attr.size == CHUNK_SIZE + 50  # a write inside the file does not shrink it
     assert attr.mtime == 1300
     await check_counters(meta)
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -71,7 +73,7 @@ async def test_write_slices_to_a_deleted_inode_queues_them_for_deletion(tmp_path
     assert await meta.write_slices(f.inode, [(0, Slice(0, sid, 9, 0, 9))], 9, 1) is None
     assert await queued(meta) == [(sid, 9)]
     await check_counters(meta)
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -107,7 +109,7 @@ async def test_truncate_down_queues_slices_of_removed_chunks_and_adds_a_hole(tmp
     assert (ids[0], 1000) in await queued(meta)
     assert (await meta.getattr(f.inode)).stored == 0
     await check_counters(meta)
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -120,7 +122,7 @@ async def test_truncate_up_keeps_data_and_extends_with_a_hole(tmp_path):
     assert (attr.size, attr.stored, attr.mtime, attr.ctime) == (5 * CHUNK_SIZE, 10, 77, 77)
     assert await meta.read_chunk(f.inode, 0) == [Slice(0, sid, 10, 0, 10)]
     assert await meta.pending_deletes(10) == []
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -134,7 +136,7 @@ async def test_truncate_of_a_directory_or_symlink_fails(tmp_path):
     with pytest.raises(FSError) as e:
         await meta.truncate(s.inode, 0)
     assert e.value.errno == errno.EINVAL
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -165,7 +167,7 @@ async def test_truncate_of_a_1_pib_sparse_file_is_instant(tmp_path):
     assert await queued(meta) == [(sid, 10), (sid + 1, 10)]
     assert await sql_all(meta, "SELECT * FROM chunks") == []
     await check_counters(meta)
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -187,7 +189,7 @@ async def test_unlinking_a_file_queues_each_of_its_slices_once(tmp_path):
     await meta.unlink(ROOT, b"f", never)
     assert await queued(meta) == [(a, 100), (b, 20)]
     await check_counters(meta)
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -204,7 +206,7 @@ async def test_finish_deletes_removes_them_from_the_queue(tmp_path):
     await meta.finish_deletes([qid for qid, _, _ in pending])
     rest = await meta.pending_deletes(10)
     assert len(rest) == 1 and rest[0][1] not in {s for _, s, _ in pending}
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -295,4 +297,4 @@ async def test_usage_counters_stay_consistent_over_random_operations(tmp_path):
         except FSError as e:
             assert e.errno in (errno.ENOTEMPTY, errno.EEXIST), f"step {step} {op}: {e}"
         await check_counters(meta)
-    meta.close()
+    await meta.close()

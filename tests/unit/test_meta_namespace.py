@@ -1,4 +1,4 @@
-"""meta/engine.py on SQLite: the namespace (create, lookup, unlink, rmdir, rename, links, ...)."""
+"""meta/engine.py on both engines: the namespace (create, lookup, unlink, rename, links...)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import random
 import stat
 
 import pytest
-from unit_helpers import DIR, FILE, ROOT, async_test, new_meta, sql_all
+from unit_helpers import DIR, FILE, ROOT, async_test, meta_url, new_meta, sql_all
 
 from riverfs.errors import FSError
 from riverfs.meta.engine import RENAME_EXCHANGE, RENAME_NOREPLACE
 from riverfs.meta.slices import Slice
+
+pytestmark = pytest.mark.usefixtures("meta_engine")
 
 
 def never(_inode: int) -> bool:
@@ -48,7 +50,7 @@ async def test_format_makes_an_empty_root_directory(tmp_path):
     assert (await meta.usage()).used_bytes == 0
     settings = await meta.load_settings()
     assert settings.uuid == "u"
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -70,7 +72,7 @@ async def test_create_lookup_getattr(tmp_path):
     await expect_errno(errno.EINVAL, meta.readlink(a.inode))
     assert await names(meta, ROOT) == [b"d", b"f", b"s"]
     assert (await meta.usage()).inodes == 4
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -80,7 +82,7 @@ async def test_create_existing_name_is_eexist(tmp_path):
     await expect_errno(errno.EEXIST, meta.create(ROOT, b"x", DIR, 0, 0))
     await expect_errno(errno.EEXIST, meta.create(ROOT, b"x", FILE, 0, 0))
     assert (await meta.usage()).inodes == 2
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -92,7 +94,7 @@ async def test_missing_names_and_inodes_are_enoent(tmp_path):
     await expect_errno(errno.ENOENT, meta.rmdir(ROOT, b"nope"))
     await expect_errno(errno.ENOENT, meta.rename(ROOT, b"nope", ROOT, b"x", 0, never))
     await expect_errno(errno.ENOENT, meta.create(999, b"x", FILE, 0, 0))
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -106,7 +108,7 @@ async def test_file_used_as_directory_is_enotdir(tmp_path):
     await expect_errno(errno.ENOTDIR, meta.rename(ROOT, b"d", ROOT, b"f", 0, never))
     await expect_errno(errno.EISDIR, meta.rename(ROOT, b"f", ROOT, b"d", 0, never))
     assert (await meta.lookup(ROOT, b"d")).inode == d.inode
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -114,7 +116,7 @@ async def test_lookup_in_a_file_is_enotdir(tmp_path):
     meta = await new_meta(tmp_path)
     f = await meta.create(ROOT, b"f", FILE, 0, 0)
     await expect_errno(errno.ENOTDIR, meta.lookup(f.inode, b"x"))
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -132,7 +134,7 @@ async def test_rmdir_of_non_empty_directory_is_enotempty(tmp_path):
     await expect_errno(errno.ENOENT, meta.getattr(d.inode))
     # A removed directory cannot get new entries (someone may still have it as cwd).
     await expect_errno(errno.ENOENT, meta.create(d.inode, b"late", FILE, 0, 0))
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -140,7 +142,7 @@ async def test_unlink_of_directory_is_eisdir(tmp_path):
     meta = await new_meta(tmp_path)
     await meta.create(ROOT, b"d", DIR, 0, 0)
     await expect_errno(errno.EISDIR, meta.unlink(ROOT, b"d", never))
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -155,7 +157,7 @@ async def test_name_of_256_bytes_is_enametoolong_and_255_is_fine(tmp_path):
     await expect_errno(errno.ENAMETOOLONG, meta.unlink(ROOT, long, never))
     await expect_errno(errno.ENAMETOOLONG, meta.rmdir(ROOT, long))
     assert (await meta.usage()).inodes == 2
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -190,7 +192,7 @@ async def test_directory_nlink_is_two_plus_subdirectories(tmp_path):
     await meta.rmdir(ROOT, b"a")
     assert await nlink(meta, ROOT) == 3
     assert (await meta.usage()).inodes == 3  # root, b, file
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -205,7 +207,7 @@ async def test_rename_moves_a_file_and_replaces_the_target(tmp_path):
     await expect_errno(errno.ENOENT, meta.lookup(ROOT, b"f"))
     await expect_errno(errno.ENOENT, meta.getattr(g.inode))  # its last link went away
     assert (await meta.usage()).inodes == 3
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -216,7 +218,7 @@ async def test_rename_onto_a_hard_link_of_itself_does_nothing(tmp_path):
     assert await meta.rename(ROOT, b"f", ROOT, b"g", 0, never) is None
     assert await names(meta, ROOT) == [b"f", b"g"]
     assert await nlink(meta, f.inode) == 2
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -233,7 +235,7 @@ async def test_rename_noreplace_on_existing_target_is_eexist(tmp_path):
         errno.EINVAL,
         meta.rename(ROOT, b"b", ROOT, b"c", RENAME_NOREPLACE | RENAME_EXCHANGE, never),
     )
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -249,7 +251,7 @@ async def test_rename_exchange_swaps_two_files(tmp_path):
     await expect_errno(
         errno.ENOENT, meta.rename(ROOT, b"a", ROOT, b"missing", RENAME_EXCHANGE, never)
     )
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -266,7 +268,7 @@ async def test_rename_exchange_of_directory_and_file_in_different_parents_fixes_
     assert (await nlink(meta, p.inode), await nlink(meta, q.inode)) == (2, 3)
     assert (await meta.getattr(d.inode)).parent == q.inode
     assert (await meta.lookup(d.inode, b"..")).inode == q.inode
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -286,7 +288,7 @@ async def test_rename_exchange_of_two_directories_in_different_parents(tmp_path)
     assert (await nlink(meta, p.inode), await nlink(meta, q.inode)) == (3, 3)
     assert await nlink(meta, d2.inode) == 3  # its own subdirectory still counts
     assert await names(meta, d1.inode) == [b"inside1"]
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -303,7 +305,7 @@ async def test_moving_a_directory_into_its_own_subtree_is_einval(tmp_path):
     await expect_errno(errno.EINVAL, meta.rename(c.inode, b"x", ROOT, b"a", RENAME_EXCHANGE, never))
     assert (await meta.lookup(ROOT, b"a")).inode == a.inode
     assert (await meta.getattr(a.inode)).parent == ROOT
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -327,7 +329,7 @@ async def test_hard_links_count_and_survive_unlink_of_one_name(tmp_path):
     await meta.unlink(d.inode, b"g", never)
     await expect_errno(errno.ENOENT, meta.getattr(f.inode))
     assert (await meta.usage()).inodes == 2
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -348,7 +350,7 @@ async def test_unlink_of_open_file_keeps_inode_until_release(tmp_path):
     assert [(s, size) for _, s, size in await meta.pending_deletes(10)] == [(sid, 100)]
     assert await meta.usage() == type(await meta.usage())(0, 1)
     assert await meta.release(f.inode) is False  # a second release is a no-op
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -357,7 +359,7 @@ async def test_release_of_a_file_that_still_has_links_frees_nothing(tmp_path):
     f = await meta.create(ROOT, b"f", FILE, 0, 0)
     assert await meta.release(f.inode) is False
     assert (await meta.getattr(f.inode)).nlink == 1
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -370,7 +372,7 @@ async def test_rename_over_an_open_file_keeps_the_replaced_inode(tmp_path):
     assert (await meta.lookup(ROOT, b"b")).inode == a.inode
     assert await meta.release(b.inode)
     await expect_errno(errno.ENOENT, meta.getattr(b.inode))
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -394,7 +396,7 @@ async def test_close_session_frees_the_inodes_it_sustained(tmp_path):
     usage = await meta.usage()
     assert (usage.inodes, usage.used_bytes) == (1, 0)
     assert await sql_all(meta, "SELECT * FROM sustained") == []
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -411,7 +413,7 @@ async def test_setgid_directory_passes_its_group_and_setgid_bit_down(tmp_path):
     assert deeper.gid == 50
     plain = await meta.create(ROOT, b"plain", DIR, 1000, 1000)
     assert plain.gid == 1000 and not plain.mode & stat.S_ISGID
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -440,7 +442,7 @@ async def test_xattr_create_and_replace_flags(tmp_path):
     await expect_errno(errno.ENOENT, meta.listxattr(999))
     await meta.unlink(ROOT, b"f", never)
     assert await sql_all(meta, "SELECT * FROM xattrs") == []
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -480,7 +482,7 @@ async def test_readdir_pages_return_every_entry_once_with_increasing_cookies(tmp
     assert cookies == sorted(cookies) and len(set(cookies)) == len(cookies)
     assert len(seen) == len(set(seen)), "an entry was returned twice"
     assert always_there <= set(seen), "an entry present throughout was skipped"
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -492,7 +494,7 @@ async def test_readdir_lists_only_its_directory_with_attributes(tmp_path):
     entries = await meta.readdir(d.inode, 0, 100)
     assert [(e.name, e.attr) for e in entries] == [(b"f", f)]
     assert await meta.readdir(d.inode, entries[0].cookie, 100) == []
-    meta.close()
+    await meta.close()
 
 
 @async_test
@@ -500,16 +502,16 @@ async def test_ids_are_unique_across_batches_and_reopen(tmp_path):
     meta = await new_meta(tmp_path)
     slice_ids = [await meta.next_slice_id() for _ in range(10)]
     inodes = [(await meta.create(ROOT, b"f%d" % i, FILE, 0, 0)).inode for i in range(5)]
-    meta.close()
+    await meta.close()
     from riverfs.meta import open_meta
 
-    again = open_meta(f"sqlite://{tmp_path}/meta.db")
+    again = await open_meta(meta_url(tmp_path))
     more_slices = [await again.next_slice_id() for _ in range(10)]
     more_inodes = [(await again.create(ROOT, b"g%d" % i, FILE, 0, 0)).inode for i in range(5)]
     assert 0 not in slice_ids
     assert len(set(slice_ids + more_slices)) == 20
     assert len(set(inodes + more_inodes)) == 10 and 1 not in inodes + more_inodes
-    again.close()
+    await again.close()
 
 
 @async_test
@@ -524,4 +526,4 @@ async def test_setattr_changes_only_what_is_asked(tmp_path):
     b = await meta.setattr(f.inode, AttrChange(uid=7, mtime=123))
     assert (b.uid, b.gid, b.mtime, b.mode) == (7, 2, 123, a.mode)
     await expect_errno(errno.ENOENT, meta.setattr(999, AttrChange(uid=1)))
-    meta.close()
+    await meta.close()

@@ -61,10 +61,18 @@ def forget_memory_store(url: str) -> None:
     store_module._memory_stores.pop(url, None)
 
 
+POSTGRES_URL: str | None = None  # set by the meta_engine fixture for PostgreSQL runs
+
+
+def meta_url(directory: Path) -> str:
+    """The metadata URL of this test: PostgreSQL when meta_engine says so, else SQLite."""
+    return POSTGRES_URL or f"sqlite://{directory}/meta.db"
+
+
 async def new_meta(directory: Path, storage: str = "memory://x", **settings) -> Meta:
-    """A freshly formatted SQLite metadata database under `directory`."""
+    """A freshly formatted metadata database (the engine the test runs with)."""
     directory.mkdir(parents=True, exist_ok=True)
-    meta = open_meta(f"sqlite://{directory}/meta.db", create=True)
+    meta = await open_meta(meta_url(directory), create=True)
     await meta.format(VolumeSettings(uuid="u", storage=storage, **settings), 0, 0)
     return meta
 
@@ -130,7 +138,7 @@ async def vfs_env(
     store = open_store(url)
     settings = VolumeSettings(uuid="u", storage=url, block_size=block_size, compression=compression)
     directory.mkdir(parents=True, exist_ok=True)
-    meta = open_meta(f"sqlite://{directory}/meta.db", create=True)
+    meta = await open_meta(f"sqlite://{directory}/meta.db", create=True)
     await meta.format(settings, 0, 0)
     options = MountOptions(
         cache_dir=directory / "cache",
@@ -155,5 +163,5 @@ async def vfs_env(
         yield Env(vfs, meta, blocks, store)
     finally:
         await blocks.close()
-        meta.close()
+        await meta.close()
         forget_memory_store(url)

@@ -102,12 +102,15 @@ def _ensure_default_volume() -> str:
     from riverfs.vfs.volume import format_volume
 
     url = default_meta_url()
-    meta = open_meta(url, create=True)
-    try:
-        formatted = asyncio.run(meta.load_settings()) is not None
-    finally:
-        meta.close()
-    if not formatted:
+
+    async def formatted() -> bool:
+        meta = await open_meta(url, create=True)
+        try:
+            return await meta.load_settings() is not None
+        finally:
+            await meta.close()
+
+    if not asyncio.run(formatted()):
         settings = asyncio.run(format_volume(url, default_storage_url(url)))
         click.echo(f"formatted the default volume {settings.uuid} at {url}", err=True)
     return url
@@ -258,7 +261,7 @@ def status(meta_url) -> None:
         try:
             return volume.settings, await volume.meta.usage(), await volume.meta.sessions()
         finally:
-            volume.meta.close()
+            await volume.meta.close()
 
     settings, usage, sessions = asyncio.run(run())
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(settings.created / 1e9))

@@ -1,4 +1,4 @@
-"""Metadata: one engine interface over SQL databases (SQLite today)."""
+"""Metadata: one engine interface over SQL databases (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from riverfs.errors import RiverError
 from riverfs.meta.engine import Meta
 from riverfs.meta.sqlite import SQLiteDatabase, sqlite_path
 from riverfs.meta.types import Attr, AttrChange, Entry, SessionInfo, Usage, VolumeSettings
+from riverfs.objects.urls import redact_url
 
 __all__ = [
     "Attr",
@@ -21,7 +22,9 @@ __all__ = [
     "open_meta",
 ]
 
-PLANNED_SCHEMES = ("postgresql", "postgres", "redis")
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+PLANNED_SCHEMES = ("redis",)
+EXAMPLES = "sqlite:///absolute/path/meta.db or postgresql://user@host:5432/dbname"
 
 
 def check_meta_url(url: str) -> str:
@@ -30,16 +33,29 @@ def check_meta_url(url: str) -> str:
     if scheme == "sqlite":
         sqlite_path(url)
         return scheme
+    if scheme in POSTGRES_SCHEMES:
+        parts = urlsplit(url)
+        if not parts.path.strip("/"):
+            raise RiverError(
+                f"metadata URL {redact_url(url)} names no database: "
+                "use postgresql://user@host:5432/dbname"
+            )
+        return "postgresql"
     if scheme in PLANNED_SCHEMES:
-        raise RiverError(
-            f"metadata scheme {scheme}:// is not supported yet; use sqlite:///absolute/path/meta.db"
-        )
-    raise RiverError(f"unknown metadata URL {url!r}: use sqlite:///absolute/path/meta.db")
+        raise RiverError(f"metadata scheme {scheme}:// is not supported yet; use {EXAMPLES}")
+    raise RiverError(f"unknown metadata URL {redact_url(url)!r}: use {EXAMPLES}")
 
 
-def open_meta(url: str, *, create: bool = False) -> Meta:
-    """Open the metadata database a URL names; RiverError for anything we cannot open."""
-    check_meta_url(url)
+async def open_meta(url: str, *, create: bool = False) -> Meta:
+    """Open the metadata database a URL names; RiverError for anything we cannot open.
+
+    A PostgreSQL database must exist (created by the administrator, `createdb`); `format`
+    creates the tables in it.
+    """
+    if check_meta_url(url) == "postgresql":
+        from riverfs.meta.postgres import PostgresDatabase
+
+        return Meta(await PostgresDatabase.connect(url, redact_url(url)))
     path = sqlite_path(url)
     if not create and not path.exists():
         raise RiverError(

@@ -1,8 +1,10 @@
 """The metadata engine: every namespace and data-layout change, each in one transaction.
 
 Engine-neutral: the SQL here runs on any database object with `txn(fn)` handing `fn` a
-transaction with `one/all/run/insert` (SQLite today, PostgreSQL next). Errors are FSError with
-the errno Linux gives for the same situation on a local filesystem.
+transaction with `one/all/run/insert`, a `changes` record (published to the other mounts with
+the commit) and a `slot` (the usage row this connection owns). SQL is written in the SQLite
+dialect with `?` placeholders; the PostgreSQL engine translates it (meta/postgres.py). Errors
+are FSError with the errno Linux gives for the same situation on a local filesystem.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class Meta:
         `next_slice`: the first slice id to hand out (above any id already in the store, so
         no object key is ever written twice).
         """
-        self.db.executescript(TABLES)
+        await self.db.executescript(TABLES)
 
         async def fn(tx):
             for table in (
@@ -107,6 +109,9 @@ class Meta:
                 "sustained",
                 "pending_deletes",
                 "changelog",
+                "usage",
+                "leases",
+                "doomed",
             ):
                 await tx.run(f"DELETE FROM {table}")
             await tx.run("INSERT INTO settings VALUES ('volume', ?)", settings.to_json())
@@ -140,12 +145,47 @@ class Meta:
 
         return await self.db.txn(fn, write=False)
 
+    async def prepare(self) -> None:
+        """Bring an existing volume's schema up to date (new tables are created empty)."""
+        await self.db.executescript(TABLES)
+
     async def usage(self) -> Usage:
         async def fn(tx):
             rows = dict(await tx.all("SELECT name, value FROM counters"))
-            return Usage(rows.get("used_bytes", 0), rows.get("inodes", 0))
+            inodes, used = await tx.one("SELECT SUM(inodes), SUM(bytes) FROM usage")
+            return Usage(  # PostgreSQL's SUM of BIGINT is NUMERIC: back to int
+                int(rows.get("used_bytes", 0) + (used or 0)),
+                int(rows.get("inodes", 0) + (inodes or 0)),
+            )
 
         return await self.db.txn(fn, write=False)
+
+    async def _count(self, tx, inodes: int = 0, used: int = 0) -> None:
+        """Add to the volume's usage through this connection's own row (no hot spot)."""
+        if not inodes and not used:
+            return
+        if not await tx.run(
+            "UPDATE usage SET inodes = inodes + ?, bytes = bytes + ? WHERE slot = ?",
+            inodes,
+            used,
+            tx.slot,
+        ):
+            await tx.run("INSERT INTO usage VALUES (?, ?, ?)", tx.slot, inodes, used)
+
+    async def fold_usage(self) -> None:
+        """Move the usage rows into the counters (keeps the usage table small)."""
+
+        async def fn(tx):
+            inodes, used = await tx.one("SELECT SUM(inodes), SUM(bytes) FROM usage")
+            await tx.run("DELETE FROM usage")
+            await tx.run(
+                "UPDATE counters SET value = value + ? WHERE name = 'inodes'", int(inodes or 0)
+            )
+            await tx.run(
+                "UPDATE counters SET value = value + ? WHERE name = 'used_bytes'", int(used or 0)
+            )
+
+        await self.db.txn(fn)
 
     # ---- ids ------------------------------------------------------------------------------
 
@@ -154,11 +194,12 @@ class Meta:
         if start >= end:
 
             async def reserve(tx):
-                row = await tx.one("SELECT value FROM counters WHERE name = ?", counter)
-                await tx.run(
-                    "UPDATE counters SET value = ? WHERE name = ?", row[0] + batch, counter
+                row = await tx.one(
+                    "UPDATE counters SET value = value + ? WHERE name = ? RETURNING value",
+                    batch,
+                    counter,
                 )
-                return row[0]
+                return row[0] - batch
 
             start = await self.db.txn(reserve)
             end = start + batch
@@ -185,6 +226,7 @@ class Meta:
             )
 
         self.session_id = await self.db.txn(fn)
+        self.db.session = self.session_id
         return self.session_id
 
     async def heartbeat(self) -> None:
@@ -206,21 +248,88 @@ class Meta:
         return await self.db.txn(fn, write=False)
 
     async def close_session(self, session_id: int) -> int:
-        """End a session: free the deleted inodes it kept open. Returns how many were freed."""
+        """End a session (this one at unmount, or a dead one): free the deleted inodes it kept
+        open that no other session keeps. Returns how many were freed."""
 
         async def fn(tx):
             rows = await tx.all("SELECT inode FROM sustained WHERE session = ?", session_id)
-            freed = 0
-            for (inode,) in rows:
-                attr = await self._attr(tx, inode)
-                if attr is not None and attr.nlink == 0:
-                    await self._free(tx, attr)
-                    freed += 1
             await tx.run("DELETE FROM sustained WHERE session = ?", session_id)
             await tx.run("DELETE FROM sessions WHERE id = ?", session_id)
+            await tx.run("DELETE FROM leases WHERE session = ?", session_id)
+            freed = 0
+            for (inode,) in rows:
+                freed += await self._free_if_unused(tx, inode)
             return freed
 
         return await self.db.txn(fn)
+
+    async def stale_sessions(self, older_than: int) -> list[SessionInfo]:
+        """Sessions whose last heartbeat is before `older_than` (ns): their mounts are gone."""
+        return [s for s in await self.sessions() if s.heartbeat < older_than]
+
+    async def take_lease(self, name: str, ttl: float) -> bool:
+        """Hold lease `name` for `ttl` seconds if it is free, expired or ours already."""
+
+        async def fn(tx):
+            t = now_ns()
+            expires = t + int(ttl * 1e9)
+            if await tx.run(
+                "UPDATE leases SET session = ?, expires = ? WHERE name = ?"
+                " AND (session = ? OR expires < ?)",
+                self.session_id,
+                expires,
+                name,
+                self.session_id,
+                t,
+            ):
+                return True
+            if await tx.one("SELECT 1 FROM leases WHERE name = ?", name):
+                return False
+            await tx.run("INSERT INTO leases VALUES (?, ?, ?)", name, self.session_id, expires)
+            return True
+
+        try:
+            return await self.db.txn(fn)
+        except DuplicateKey:  # another mount took it at the same moment
+            return False
+
+    async def sustain(self, inode: int) -> bool:
+        """Another mount removed the last link of `inode`, which this mount still uses: keep
+        it alive for this session (before the leader frees it). False if it is gone already."""
+
+        async def fn(tx):
+            attr = await self._attr(tx, inode)
+            if attr is None or attr.nlink > 0:
+                return attr is not None
+            await tx.run("INSERT OR IGNORE INTO sustained VALUES (?, ?)", self.session_id, inode)
+            return True
+
+        return await self.db.txn(fn)
+
+    async def free_doomed(self, older_than: int) -> int:
+        """Free the doomed inodes queued before `older_than` (ns) that no mount sustains."""
+
+        async def fn(tx):
+            rows = await tx.all("SELECT inode FROM doomed WHERE at < ? LIMIT 1000", older_than)
+            freed = 0
+            for (inode,) in rows:
+                await tx.run("DELETE FROM doomed WHERE inode = ?", inode)
+                freed += await self._free_if_unused(tx, inode)
+            return freed
+
+        return await self.db.txn(fn)
+
+    async def _free_if_unused(self, tx, inode: int) -> int:
+        """Free a deleted inode unless a session still keeps it or it waits in doomed."""
+        attr = await self._attr(tx, inode)
+        if attr is None or attr.nlink > 0:
+            return 0
+        if await tx.one("SELECT 1 FROM sustained WHERE inode = ? LIMIT 1", inode):
+            return 0
+        if await tx.one("SELECT 1 FROM doomed WHERE inode = ?", inode):
+            return 0
+        await self._free(tx, attr)
+        return 1
 
     # ---- reading the namespace ------------------------------------------------------------
 
@@ -298,6 +407,7 @@ class Meta:
     # ---- changing the namespace -----------------------------------------------------------
 
     async def _touch_dir(self, tx, inode: int, t: int, nlink_delta: int = 0) -> None:
+        tx.changes.attr(inode)
         await tx.run(
             "UPDATE nodes SET mtime = ?, ctime = ?, nlink = nlink + ? WHERE inode = ?",
             t,
@@ -345,7 +455,8 @@ class Meta:
             if target is not None:
                 await tx.run("INSERT INTO symlinks VALUES (?, ?)", inode, target)
             await self._touch_dir(tx, parent, t, 1 if is_dir else 0)
-            await tx.run("UPDATE counters SET value = value + 1 WHERE name = 'inodes'")
+            await self._count(tx, 1)
+            tx.changes.entry(parent, name)
             return attr
 
         return await self.db.txn(fn)
@@ -368,6 +479,8 @@ class Meta:
             )
             await tx.run("UPDATE nodes SET nlink = nlink + 1, ctime = ? WHERE inode = ?", t, inode)
             await self._touch_dir(tx, parent, t)
+            tx.changes.entry(parent, name)
+            tx.changes.attr(inode)
             return await self._must_attr(tx, inode)
 
         return await self.db.txn(fn)
@@ -375,6 +488,7 @@ class Meta:
     async def _drop_link(self, tx, attr: Attr, t: int, in_use: InUse) -> None:
         """One link of `attr` went away: free it, or keep it while this mount still uses it
         (open handles, or the kernel still refers to it)."""
+        tx.changes.attr(attr.inode)
         if not attr.is_dir and attr.nlink > 1:
             await tx.run(
                 "UPDATE nodes SET nlink = nlink - 1, ctime = ? WHERE inode = ?", t, attr.inode
@@ -384,6 +498,11 @@ class Meta:
             await tx.run(
                 "INSERT OR IGNORE INTO sustained VALUES (?, ?)", self.session_id, attr.inode
             )
+        elif await tx.one("SELECT 1 FROM sessions WHERE id != ? LIMIT 1", self.session_id):
+            # Another mount may have it open: it hears of the removal and sustains it, or
+            # the leader frees it after a grace period.
+            await tx.run("UPDATE nodes SET nlink = 0, ctime = ? WHERE inode = ?", t, attr.inode)
+            await tx.run("INSERT OR IGNORE INTO doomed VALUES (?, ?)", attr.inode, t)
         else:
             await self._free(tx, attr)
 
@@ -400,6 +519,7 @@ class Meta:
                 raise FSError(errno.EISDIR)
             t = now_ns()
             await tx.run("DELETE FROM edges WHERE parent = ? AND name = ?", parent, name)
+            tx.changes.entry(parent, name)
             await self._touch_dir(tx, parent, t)
             await self._drop_link(tx, attr, t, in_use)
             return attr
@@ -424,6 +544,7 @@ class Meta:
                 raise FSError(errno.ENOTEMPTY)
             t = now_ns()
             await tx.run("DELETE FROM edges WHERE parent = ? AND name = ?", parent, name)
+            tx.changes.entry(parent, name)
             await self._touch_dir(tx, parent, t, -1)
             await self._drop_link(tx, attr, t, in_use)
             return attr
@@ -477,6 +598,9 @@ class Meta:
             if dst is not None and dst.inode == src.inode:
                 return None  # same file: POSIX says do nothing
             t = now_ns()
+            tx.changes.entry(old_parent, old_name)
+            tx.changes.entry(new_parent, new_name)
+            tx.changes.attr(src.inode)
             if flags & RENAME_EXCHANGE:
                 await self._exchange(tx, src, dst, old_parent, old_name, new_parent, new_name, t)
                 return dst
@@ -571,13 +695,7 @@ class Meta:
                 "DELETE FROM sustained WHERE session = ? AND inode = ?", self.session_id, inode
             ):
                 return False
-            attr = await self._attr(tx, inode)
-            if attr is None or attr.nlink > 0:
-                return False
-            if await tx.one("SELECT 1 FROM sustained WHERE inode = ? LIMIT 1", inode):
-                return False  # another session still has it open
-            await self._free(tx, attr)
-            return True
+            return bool(await self._free_if_unused(tx, inode))
 
         return await self.db.txn(fn)
 
@@ -590,8 +708,7 @@ class Meta:
         await tx.run("DELETE FROM symlinks WHERE inode = ?", inode)
         await tx.run("DELETE FROM xattrs WHERE inode = ?", inode)
         await tx.run("DELETE FROM nodes WHERE inode = ?", inode)
-        await tx.run("UPDATE counters SET value = value - 1 WHERE name = 'inodes'")
-        await tx.run("UPDATE counters SET value = value - ? WHERE name = 'used_bytes'", attr.stored)
+        await self._count(tx, -1, -attr.stored)
 
     async def _queue_slices(self, tx, slices: list[Slice]) -> None:
         t = now_ns()
@@ -627,6 +744,7 @@ class Meta:
                 now_ns() if change.ctime is None else change.ctime,
                 inode,
             )
+            tx.changes.attr(inode)
             return await self._must_attr(tx, inode)
 
         return await self.db.txn(fn)
@@ -690,10 +808,8 @@ class Meta:
             t,
             attr.inode,
         )
-        await tx.run(
-            "UPDATE counters SET value = value + ? WHERE name = 'used_bytes'",
-            stored - attr.stored,
-        )
+        await self._count(tx, used=stored - attr.stored)
+        tx.changes.data(attr.inode)
         return await self._must_attr(tx, attr.inode)
 
     async def truncate(self, inode: int, length: int, t: int | None = None) -> Attr:
@@ -780,6 +896,7 @@ class Meta:
             else:
                 await tx.run("INSERT INTO xattrs VALUES (?, ?, ?)", inode, name, value)
             await tx.run("UPDATE nodes SET ctime = ? WHERE inode = ?", now_ns(), inode)
+            tx.changes.attr(inode)
 
         await self.db.txn(fn)
 
@@ -789,6 +906,7 @@ class Meta:
                 await self._must_attr(tx, inode)
                 raise FSError(errno.ENODATA)
             await tx.run("UPDATE nodes SET ctime = ? WHERE inode = ?", now_ns(), inode)
+            tx.changes.attr(inode)
 
         await self.db.txn(fn)
 
@@ -796,5 +914,5 @@ class Meta:
         """Make every committed change durable (fsync)."""
         self.db.checkpoint()
 
-    def close(self) -> None:
-        self.db.close()
+    async def close(self) -> None:
+        await self.db.close()

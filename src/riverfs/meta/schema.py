@@ -4,7 +4,7 @@ Times are nanoseconds since the epoch. Names and symlink targets are bytes (BLOB
 the root directory; its `parent` is 1.
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TABLES = """
 -- One row: name 'volume', value = VolumeSettings as JSON (also copied to <store>/riverfs.json).
@@ -14,7 +14,8 @@ CREATE TABLE IF NOT EXISTS settings (
 );
 
 -- Monotonic counters. next_inode / next_slice: the next id not yet handed out (ids are taken
--- in batches). used_bytes: sum of nodes.stored. inodes: number of live inodes.
+-- in batches). used_bytes / inodes: the base of the volume's usage; the live figure is this
+-- plus the sum of the usage table.
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -105,13 +106,38 @@ CREATE TABLE IF NOT EXISTS pending_deletes (
     queued INTEGER NOT NULL
 );
 
--- Changes other mounts must hear about (cross-mount invalidation; filled from issue 4 on).
+-- Changes other mounts must hear about, for engines without notifications (SQLite volumes
+-- mounted more than once on a host poll it). PostgreSQL sends the same payload with NOTIFY.
+--   session: the mount that made the change; events: meta/changes.py text form
 CREATE TABLE IF NOT EXISTS changelog (
-    id     INTEGER PRIMARY KEY AUTOINCREMENT,
-    inode  INTEGER NOT NULL,
-    parent INTEGER NOT NULL,
-    name   BLOB,
-    at     INTEGER NOT NULL
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    session INTEGER NOT NULL DEFAULT 0,
+    events  TEXT NOT NULL DEFAULT '',
+    at      INTEGER NOT NULL
+);
+
+-- Usage deltas, one row per slot (a database connection): every create, delete and write adds
+-- to its own slot's row, so concurrent transactions never update the same row. The leader
+-- folds the rows into counters now and then.
+CREATE TABLE IF NOT EXISTS usage (
+    slot   INTEGER PRIMARY KEY,
+    inodes INTEGER NOT NULL,
+    bytes  INTEGER NOT NULL
+);
+
+-- Leases elect one mount for a job (name 'background': deferred deletes, cleaning up dead
+-- sessions, freeing doomed inodes). expires: nanoseconds; a lease past it may be taken.
+CREATE TABLE IF NOT EXISTS leases (
+    name    TEXT PRIMARY KEY,
+    session INTEGER NOT NULL,
+    expires INTEGER NOT NULL
+);
+
+-- Inodes whose last link went away while other mounts were live: freed by the leader after a
+-- grace period unless a mount that still has them open adds a sustained row first.
+CREATE TABLE IF NOT EXISTS doomed (
+    inode INTEGER PRIMARY KEY,
+    at    INTEGER NOT NULL
 );
 """
 

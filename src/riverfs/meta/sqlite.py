@@ -4,37 +4,46 @@ SQLite statements on a local WAL database take microseconds, less than a hop to 
 so they run directly in the event loop (a departure from the "blocking calls go to the pool"
 rule, recorded in docs/ARCHITECTURE.md). `busy_timeout` is kept short and a busy database
 (another process writing) is retried with an asyncio sleep, so the loop is never parked for long.
+
+Other mounts of the same database (on this host) learn of changes by polling the changelog
+table, which every write transaction appends to.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import random
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from riverfs.errors import FSError, RiverError
-from riverfs.meta.engine import DuplicateKey
+from riverfs.meta.changes import Changes
+from riverfs.meta.engine import DuplicateKey, now_ns
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_ATTEMPTS = 50
+POLL_INTERVAL = 0.2  # seconds between changelog polls
+CHANGELOG_KEEP_NS = 60 * 10**9  # changelog rows older than this are trimmed
 _BUSY_MESSAGES = ("database is locked", "database is busy", "database table is locked")
 
 
 class SQLiteTx:
     """Statements inside one transaction (`?` placeholders)."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "changes")
+    slot = 0  # one connection: one usage row
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self.changes = Changes()
 
     async def one(self, sql: str, *params: Any) -> tuple | None:
         return self._conn.execute(sql, params).fetchone()
@@ -69,20 +78,27 @@ class SQLiteDatabase:
         except sqlite3.Error as e:
             raise RiverError(f"cannot open metadata database {path}: {e}") from e
         self._lock = asyncio.Lock()
+        self.session = 0  # set once the mount has registered its session
 
-    def executescript(self, script: str) -> None:
-        self._conn.executescript(script)
+    async def executescript(self, script: str) -> None:
+        async with self._lock:
+            cols = [r[1] for r in self._conn.execute("PRAGMA table_info(changelog)")]
+            if cols and "events" not in cols:  # schema 1 had an unused changelog of its own
+                self._conn.execute("DROP TABLE changelog")
+            self._conn.executescript(script)
 
     async def txn(self, fn: Callable[[SQLiteTx], Awaitable[T]], *, write: bool = True) -> T:
         """Run `fn` in one transaction; retry it when another process holds the database."""
-        tx = SQLiteTx(self._conn)
         delay = 0.001
         for attempt in range(MAX_ATTEMPTS):
+            tx = SQLiteTx(self._conn)
             async with self._lock:
                 try:
                     self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                     try:
                         result = await fn(tx)
+                        if tx.changes:
+                            self._publish(tx.changes)
                         self._conn.execute("COMMIT")
                         return result
                     except BaseException:
@@ -99,12 +115,45 @@ class SQLiteDatabase:
             delay = min(delay * 2, 0.2)
         raise FSError(errno.EIO, f"metadata database {self.path} stayed busy")
 
+    def _publish(self, changes: Changes) -> None:
+        t = now_ns()
+        for payload in changes.payloads(self.session):
+            self._conn.execute(
+                "INSERT INTO changelog (session, events, at) VALUES (?, ?, ?)",
+                (self.session, payload, t),
+            )
+
+    async def watch(self) -> AsyncIterator[str]:
+        """Payloads of changes committed from now on (by any session), by polling."""
+        row = await self.txn(lambda tx: tx.one("SELECT MAX(id) FROM changelog"), write=False)
+        last = row[0] or 0
+        polls = 0
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            rows = await self.txn(functools.partial(_changes_after, last=last), write=False)
+            for row_id, events in rows:
+                last = row_id
+                yield events
+            polls += 1
+            if polls % 300 == 0:  # about once a minute
+                await self.txn(_trim_changelog)
+
     def checkpoint(self) -> None:
         """Make every committed transaction durable on disk (WAL synced into the database)."""
         self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._conn.close()
+
+
+async def _changes_after(tx: SQLiteTx, last: int) -> list[tuple]:
+    return await tx.all(
+        "SELECT id, events FROM changelog WHERE id > ? ORDER BY id LIMIT 1000", last
+    )
+
+
+async def _trim_changelog(tx: SQLiteTx) -> None:
+    await tx.run("DELETE FROM changelog WHERE at < ?", now_ns() - CHANGELOG_KEEP_NS)
 
 
 def sqlite_path(url: str) -> Path:

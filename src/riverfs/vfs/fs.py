@@ -121,7 +121,7 @@ class VFS:
             log.warning("deleting unreferenced data at unmount failed (gc will): %s", e)
         await self.blocks.close()
         self.meta.sync()
-        self.meta.close()
+        await self.meta.close()
 
     # ---- helpers --------------------------------------------------------------------------
 

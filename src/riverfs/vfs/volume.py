@@ -38,7 +38,7 @@ async def format_volume(
     force: bool = False,
 ) -> VolumeSettings:
     store = open_store(storage_url)
-    meta = open_meta(meta_url, create=True)
+    meta = await open_meta(meta_url, create=True)
     try:
         existing = await meta.load_settings()
         if existing is not None and not force:
@@ -67,7 +67,7 @@ async def format_volume(
         await meta.format(settings, os.getuid(), os.getgid(), next_slice)
         return settings
     finally:
-        meta.close()
+        await meta.close()
 
 
 async def _holds_volume(store: ObjectStore) -> bool:
@@ -105,7 +105,7 @@ async def _first_free_slice_id(store: ObjectStore) -> int:
 
 
 async def open_volume(meta_url: str) -> Volume:
-    meta = open_meta(meta_url)
+    meta = await open_meta(meta_url)
     try:
         settings = await meta.load_settings()
         if settings is None:
@@ -129,6 +129,6 @@ async def open_volume(meta_url: str) -> Volume:
                 f"not to {settings.uuid} of {meta_url}"
             )
     except BaseException:
-        meta.close()
+        await meta.close()
         raise
     return Volume(meta, settings, store)
