@@ -18,13 +18,20 @@ from pathlib import Path
 from riverfs.cli.defaults import pid_file
 from riverfs.errors import RiverError
 from riverfs.fuse.mount import mount_path
-from riverfs.vfs.fs import pid_alive
+from riverfs.vfs.session import pid_alive
 
 READY = "ok"
+# The metadata URL may carry a password: the daemon gets it through its environment, so that
+# it never shows in `ps`; its argv says META_URL_FROM_ENV instead.
+META_URL_ENV = "RIVERFS_MOUNT_META_URL"
+META_URL_FROM_ENV = "@env"
 
 
-def spawn_background(argv: list[str], log_path: Path, timeout: float = 120.0) -> int:
-    """Start `riverfs mount ARGV` detached; return its pid once the mount is ready."""
+def spawn_background(
+    argv: list[str], log_path: Path, env: dict[str, str] | None = None, timeout: float = 120.0
+) -> int:
+    """Start `riverfs mount ARGV` detached (with `env` added to its environment); return its
+    pid once the mount is ready."""
     read_fd, write_fd = os.pipe()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
@@ -35,6 +42,7 @@ def spawn_background(argv: list[str], log_path: Path, timeout: float = 120.0) ->
             stderr=log_file,
             pass_fds=(write_fd,),
             start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     os.close(write_fd)
     deadline = time.monotonic() + timeout

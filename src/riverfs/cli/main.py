@@ -28,7 +28,8 @@ from riverfs.cli.defaults import (
 )
 from riverfs.cli.obj import obj
 from riverfs.errors import RiverError
-from riverfs.vfs.fs import pid_alive
+from riverfs.objects.urls import redact_url
+from riverfs.vfs.session import pid_alive
 
 log = logging.getLogger("riverfs")
 
@@ -88,7 +89,8 @@ def format_cmd(meta_url, storage_url, block_size, compress, capacity, force) -> 
         )
     )
     click.echo(
-        f"formatted volume {settings.uuid}: metadata {meta_url}, storage {storage_url}, "
+        f"formatted volume {settings.uuid}: metadata {redact_url(meta_url)}, "
+        f"storage {redact_url(storage_url)}, "
         f"block size {human_size(bs)}, compression {compress}"
     )
 
@@ -137,12 +139,20 @@ def _ensure_default_volume() -> str:
 @click.option("--entry-timeout", default=1.0, show_default=True, help="Kernel entry cache (s).")
 @click.option("--read-only", is_flag=True, help="Mount read-only.")
 @click.option("--debug", is_flag=True, help="Log every detail.")
+@click.option(
+    "--heartbeat",
+    default=10.0,
+    show_default=True,
+    help="Seconds between session heartbeats (use the same on every mount of a volume).",
+)
 @click.option("--ready-fd", type=int, hidden=True)
 def mount(args, **options) -> None:
     """Mount a volume (default: the default volume) at MOUNTPOINT."""
     if len(args) > 2:
         raise click.UsageError("expected [META_URL] MOUNTPOINT")
     meta_url = args[0] if len(args) == 2 else None
+    if meta_url == daemon.META_URL_FROM_ENV:  # a background daemon: see daemon.py
+        meta_url = os.environ.pop(daemon.META_URL_ENV, None)
     mountpoint = Path(os.path.abspath(args[-1]))
     try:
         _mount(meta_url, mountpoint, **options)
@@ -163,6 +173,7 @@ def _mount(
     entry_timeout,
     read_only,
     debug,
+    heartbeat,
     ready_fd,
 ) -> None:
     from riverfs.fuse.mount import check_mountpoint, serve
@@ -185,10 +196,11 @@ def _mount(
         attr_timeout=attr_timeout,
         entry_timeout=entry_timeout,
         read_only=read_only,
+        heartbeat=max(heartbeat, 0.1),
     )
     if background:
         argv = [
-            meta_url,
+            daemon.META_URL_FROM_ENV,
             str(mountpoint),
             "--cache-dir",
             str(cache_dir),
@@ -200,12 +212,14 @@ def _mount(
             str(attr_timeout),
             "--entry-timeout",
             str(entry_timeout),
+            "--heartbeat",
+            str(heartbeat),
         ]
         argv += ["--read-only"] * read_only + ["--debug"] * debug
         log_path = cache_dir / "mount.log"
-        pid = daemon.spawn_background(argv, log_path)
+        pid = daemon.spawn_background(argv, log_path, {daemon.META_URL_ENV: meta_url})
         click.echo(
-            f"mounted {meta_url} at {mountpoint} (daemon pid {pid}, log {log_path}); "
+            f"mounted {redact_url(meta_url)} at {mountpoint} (daemon pid {pid}, log {log_path}); "
             f"unmount with: riverfs umount {mountpoint}"
         )
         return
@@ -266,7 +280,7 @@ def status(meta_url) -> None:
     settings, usage, sessions = asyncio.run(run())
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(settings.created / 1e9))
     click.echo(f"volume:      {settings.uuid}")
-    click.echo(f"storage:     {settings.storage}")
+    click.echo(f"storage:     {redact_url(settings.storage)}")
     click.echo(f"block size:  {human_size(settings.block_size)}")
     click.echo(f"compression: {settings.compression}")
     click.echo(f"created:     {created}")
@@ -277,11 +291,11 @@ def status(meta_url) -> None:
     host = socket.gethostname()
     for s in sessions:
         age = (now - s.heartbeat) / 1e9
-        dead = (
-            " DEAD (cleaned up at the next mount)"
-            if s.host == host and not pid_alive(s.pid)
-            else ""
-        )
+        dead = ""
+        if s.host == host and not pid_alive(s.pid):
+            dead = " DEAD (cleaned up by the next mount)"
+        elif age > 5 * 10:
+            dead = " STALE (no heartbeat; cleaned up by another mount)"
         click.echo(
             f"  #{s.id} {s.host} pid {s.pid} at {s.mountpoint} "
             f"(version {s.version}, heartbeat {age:.0f}s ago){dead}"

@@ -16,6 +16,7 @@ import pyfuse3.asyncio
 from riverfs.chunk.cache import DiskCache
 from riverfs.chunk.store import BlockStore
 from riverfs.errors import RiverError
+from riverfs.fuse.invalidate import KernelInvalidator
 from riverfs.fuse.operations import Operations
 from riverfs.vfs.fs import VFS
 from riverfs.vfs.options import MountOptions
@@ -118,6 +119,9 @@ async def serve(
     except RuntimeError as e:
         await vfs.stop()
         raise RiverError(f"cannot mount at {mountpoint}: {e}") from e
+    invalidator = KernelInvalidator()
+    invalidator.start()
+    vfs.watcher.kernel = invalidator
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, pyfuse3.terminate)
@@ -130,6 +134,7 @@ async def serve(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        await invalidator.stop()
         try:
             pyfuse3.close(unmount=True)
         except OSError as e:

@@ -1,7 +1,8 @@
 """The background deleter: removes the blocks of slices nothing references any more.
 
 Deleting a file only queues its slices (meta.pending_deletes); this task drains that queue in
-batches, so unlink never waits for the store and a crash never loses track of garbage.
+batches, so unlink never waits for the store and a crash never loses track of garbage. Only the
+mount holding the volume's background lease runs it (`active`, set by vfs/session.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Deleter:
         self.idle_interval = idle_interval
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self.active = True
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -53,7 +55,8 @@ class Deleter:
     async def _run(self) -> None:
         while True:
             try:
-                await self.drain()
+                if self.active:
+                    await self.drain()
             except Exception:
                 log.exception("background deleter failed; retrying later")
             try:

@@ -13,11 +13,9 @@ import dataclasses
 import errno
 import logging
 import os
-import socket
 import stat
 from collections import Counter, OrderedDict
 
-from riverfs import __version__
 from riverfs.chunk.block import BlockCorrupt
 from riverfs.chunk.budget import BufferBudget
 from riverfs.chunk.store import BlockStore
@@ -29,6 +27,8 @@ from riverfs.vfs.deleter import Deleter
 from riverfs.vfs.handles import Caller, HandleTable
 from riverfs.vfs.options import MountOptions
 from riverfs.vfs.reader import FileReader
+from riverfs.vfs.session import Session
+from riverfs.vfs.watcher import ChangeWatcher
 from riverfs.vfs.writer import FileWriter
 
 log = logging.getLogger(__name__)
@@ -70,37 +70,16 @@ class VFS:
         self._lengths: dict[int, int] = {}
         self._stamps: OrderedDict[int, tuple[int, int]] = OrderedDict()  # page cache validity
         self.deleter = Deleter(meta, blocks)
-        self._heartbeat: asyncio.Task | None = None
+        self.session = Session(meta, self.deleter, options.heartbeat, options.doom_grace)
+        self.watcher = ChangeWatcher(self)
 
     # ---- life cycle -----------------------------------------------------------------------
 
     async def start(self, mountpoint: str) -> None:
-        await self._clean_dead_sessions()
-        await self.meta.open_session(socket.gethostname(), os.getpid(), mountpoint, __version__)
+        await self.meta.prepare()
+        await self.session.start(mountpoint)
         self.deleter.start()
-        self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
-
-    async def _clean_dead_sessions(self) -> None:
-        """Free what crashed mounts of this host left behind (their pid is gone)."""
-        host = socket.gethostname()
-        for s in await self.meta.sessions():
-            if s.host == host and not pid_alive(s.pid):
-                freed = await self.meta.close_session(s.id)
-                log.info(
-                    "cleaned up dead session %d (pid %d, %s): %d deleted files freed",
-                    s.id,
-                    s.pid,
-                    s.mountpoint,
-                    freed,
-                )
-
-    async def _beat(self) -> None:
-        while True:
-            await asyncio.sleep(self.options.heartbeat)
-            try:
-                await self.meta.heartbeat()
-            except Exception as e:
-                log.warning("session heartbeat failed: %s", e)
+        self.watcher.start()
 
     async def stop(self) -> None:
         """Flush every writer, drain deletes, end the session. Called after unmount."""
@@ -109,10 +88,9 @@ class VFS:
                 await self._flush(inode)
             except FSError as e:
                 log.error("flushing inode %d at unmount failed: %s", inode, e)
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        await self.watcher.stop()
         await self.deleter.stop()
-        freed = await self.meta.close_session(self.meta.session_id)
+        freed = await self.session.stop()
         if freed:
             log.info("freed %d deleted-but-open files at unmount", freed)
         try:
@@ -193,6 +171,27 @@ class VFS:
         self._sustained.discard(inode)
         if await self.meta.release(inode):
             self.deleter.poke()
+
+    def kernel_knows(self, inode: int) -> bool:
+        """True if the kernel may cache entries or attributes of `inode`."""
+        return inode == 1 or self._kernel_refs.get(inode, 0) > 0
+
+    def known_inodes(self) -> list[int]:
+        return [1, *self._kernel_refs]
+
+    def sustained_here(self, inode: int) -> None:
+        """Another mount deleted `inode`, which this mount uses: free it when done with it."""
+        self._sustained.add(inode)
+
+    async def changed_elsewhere(self, inode: int) -> None:
+        """Another mount changed the contents of `inode`."""
+        self.reader.invalidate(inode)
+        w = self._writers.get(inode)
+        if inode in self._lengths and (w is None or not w.dirty):
+            try:
+                self._lengths[inode] = (await self.meta.getattr(inode)).size
+            except FSError:
+                pass
 
     def _note_removed(self, attr: Attr | None) -> None:
         """An entry of `attr` was removed: if that was its last link, the inode lives on
@@ -454,18 +453,3 @@ def _groups(pid: int) -> set[int]:
     except OSError:
         pass
     return set()
-
-
-def pid_alive(pid: int) -> bool:
-    """True while process `pid` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False

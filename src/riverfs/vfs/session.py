@@ -1,0 +1,112 @@
+"""This mount's session: registration, heartbeats, and the volume's background jobs.
+
+Every mount registers a session and heartbeats it. One mount at a time holds the 'background'
+lease (elected through the database, renewed with each heartbeat) and runs the jobs that
+must not run twice at once: deleting unreferenced blocks, cleaning up sessions that stopped
+heartbeating (their deleted-but-open files are freed), freeing doomed inodes whose grace
+period passed, folding the usage rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+from riverfs import __version__
+from riverfs.meta import Meta
+from riverfs.meta.engine import now_ns
+from riverfs.vfs.deleter import Deleter
+
+log = logging.getLogger(__name__)
+
+LEASE = "background"
+STALE_HEARTBEATS = 5  # a session silent for this many heartbeats is dead
+FOLD_EVERY = 30  # heartbeats between folding the usage rows
+
+
+class Session:
+    def __init__(self, meta: Meta, deleter: Deleter, heartbeat: float, doom_grace: float):
+        self.meta = meta
+        self.deleter = deleter
+        self.heartbeat = heartbeat
+        self.doom_grace = doom_grace
+        self.leader = False
+        self._task: asyncio.Task | None = None
+
+    async def start(self, mountpoint: str) -> None:
+        await self._clean_dead_sessions()
+        await self.meta.open_session(socket.gethostname(), os.getpid(), mountpoint, __version__)
+        await self._elect()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> int:
+        """End the session; return how many deleted-but-open files were freed."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        return await self.meta.close_session(self.meta.session_id)
+
+    async def _run(self) -> None:
+        beats = 0
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            beats += 1
+            try:
+                await self.meta.heartbeat()
+                await self._elect()
+                if self.leader:
+                    await self._clean_dead_sessions()
+                    if await self.meta.free_doomed(now_ns() - int(self.doom_grace * 1e9)):
+                        self.deleter.poke()
+                    if beats % FOLD_EVERY == 0:
+                        await self.meta.fold_usage()
+            except Exception as e:
+                log.warning("session upkeep failed (retrying next heartbeat): %s", e)
+
+    async def _elect(self) -> None:
+        leader = await self.meta.take_lease(LEASE, self.heartbeat * 3)
+        if leader != self.leader:
+            log.info("this mount %s the volume's background jobs", "runs" if leader else "left")
+        self.leader = leader
+        self.deleter.active = leader
+
+    async def _clean_dead_sessions(self) -> None:
+        """Free what dead mounts left behind: mounts of this host whose process is gone, and
+        any mount that missed STALE_HEARTBEATS heartbeats."""
+        host = socket.gethostname()
+        stale = now_ns() - int(STALE_HEARTBEATS * self.heartbeat * 1e9)
+        for s in await self.meta.sessions():
+            if s.id == self.meta.session_id:
+                continue
+            if (s.host == host and not pid_alive(s.pid)) or s.heartbeat < stale:
+                freed = await self.meta.close_session(s.id)
+                if freed:
+                    self.deleter.poke()
+                log.info(
+                    "cleaned up dead session %d (%s pid %d, %s): %d deleted files freed",
+                    s.id,
+                    s.host,
+                    s.pid,
+                    s.mountpoint,
+                    freed,
+                )
+
+
+def pid_alive(pid: int) -> bool:
+    """True while process `pid` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

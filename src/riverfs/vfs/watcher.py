@@ -1,0 +1,111 @@
+"""Listening to the other mounts: their changes drop what this mount and its kernel cached.
+
+The metadata engine streams change payloads (PostgreSQL NOTIFY, or SQLite changelog polling;
+see meta/changes.py). For each change made by another session, the watcher
+- tells the kernel to forget the directory entry or the inode's attributes (and pages, for a
+  content change) through the `Kernel` the FUSE layer provides, so `ls`/`stat` on this host
+  show the change at once instead of after the attribute/entry timeout;
+- drops this mount's own cached chunk views of changed files;
+- sustains an inode another mount deleted while this mount still has it open (the leader
+  frees doomed inodes only after a grace period, so this happens first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+from riverfs.errors import FSError
+from riverfs.meta.changes import Change, parse_payload
+
+if TYPE_CHECKING:
+    from riverfs.vfs.fs import VFS
+
+log = logging.getLogger(__name__)
+
+MAX_RESYNC = 10_000  # inodes whose attributes are dropped after missed notifications
+
+
+class Kernel(Protocol):
+    """What the FUSE layer can make the kernel forget."""
+
+    def forget_entry(self, parent: int, name: bytes) -> None: ...
+
+    def forget_inode(self, inode: int, data: bool) -> None: ...
+
+
+class NoKernel:
+    """No kernel to tell (unit tests, a VFS not mounted)."""
+
+    def forget_entry(self, parent: int, name: bytes) -> None:
+        pass
+
+    def forget_inode(self, inode: int, data: bool) -> None:
+        pass
+
+
+class ChangeWatcher:
+    def __init__(self, vfs: VFS) -> None:
+        self.vfs = vfs
+        self.kernel: Kernel = NoKernel()
+        self.applied = 0  # changes from other mounts applied (for tests and stats)
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async for payload in self.vfs.meta.db.watch():
+                    if not payload:
+                        await self._resync()
+                        continue
+                    session, changes = parse_payload(payload)
+                    if session != self.vfs.meta.session_id:
+                        await self.apply(changes)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("change watcher failed; restarting it")
+                await asyncio.sleep(1)
+
+    async def apply(self, changes: list[Change]) -> None:
+        vfs = self.vfs
+        for c in changes:
+            self.applied += 1
+            if c.kind == "e":
+                if vfs.kernel_knows(c.inode):
+                    self.kernel.forget_entry(c.inode, c.name)
+                continue
+            if c.kind == "d":
+                await vfs.changed_elsewhere(c.inode)
+            if vfs.kernel_knows(c.inode):
+                self.kernel.forget_inode(c.inode, data=c.kind == "d")
+            if c.kind == "a" and vfs.in_use(c.inode):
+                await self._keep_if_deleted(c.inode)
+
+    async def _keep_if_deleted(self, inode: int) -> None:
+        try:
+            attr = await self.vfs.meta.getattr(inode)
+        except FSError:
+            return
+        if attr.nlink == 0 and await self.vfs.meta.sustain(inode):
+            self.vfs.sustained_here(inode)
+
+    async def _resync(self) -> None:
+        """Notifications may have been missed: drop cached attributes of what the kernel
+        knows, and sustain deleted inodes still in use here."""
+        for inode in self.vfs.known_inodes()[:MAX_RESYNC]:
+            self.kernel.forget_inode(inode, data=False)
+            if self.vfs.in_use(inode):
+                await self._keep_if_deleted(inode)
