@@ -20,8 +20,11 @@ MOUNT_ARGS = os.environ.get("RIVERFS_POSIX_MOUNT_ARGS", "").split()
 
 
 @contextmanager
-def shared_mount(tmp_path_factory, name: str) -> Iterator[tuple[Volume | None, Path]]:
-    """One riverfs mount (SQLite + file:// store) for a module: (volume, mountpoint).
+def shared_mount(
+    tmp_path_factory, name: str, meta_url: str | None = None
+) -> Iterator[tuple[Volume | None, Path]]:
+    """One riverfs mount (SQLite, or `meta_url`, + file:// store) for a module:
+    (volume, mountpoint).
 
     With RIVERFS_POSIX_ON_LOCAL the "mount" is a plain local directory and the volume None.
     """
@@ -31,7 +34,7 @@ def shared_mount(tmp_path_factory, name: str) -> Iterator[tuple[Volume | None, P
         return
     vol = Volume(
         root=root,
-        meta_url=f"sqlite://{root}/meta.db",
+        meta_url=meta_url or f"sqlite://{root}/meta.db",
         storage_url=f"file://{root}/store",
         cache_dir=root / "cache",
     )

@@ -10,11 +10,22 @@ import pytest
 from posix_support import fresh_dir, shared_mount
 
 
+def pytest_generate_tests(metafunc):
+    """A module with `ENGINES = ("sqlite", "postgresql")` runs its tests on both engines."""
+    if "fs_engine" in metafunc.fixturenames:
+        engines = getattr(metafunc.module, "ENGINES", ("sqlite",))
+        metafunc.parametrize("fs_engine", engines, scope="module")
+
+
 @pytest.fixture(scope="module")
-def fs_root(tmp_path_factory, request) -> Iterator[Path]:
-    """One riverfs mount (SQLite + file:// store) shared by the tests of this module."""
+def fs_root(tmp_path_factory, request, fs_engine) -> Iterator[Path]:
+    """One riverfs mount (file:// store, metadata on `fs_engine`) shared by the module's tests."""
     name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
-    with shared_mount(tmp_path_factory, name) as (_, root):
+    meta_url = None
+    if fs_engine == "postgresql":
+        server = request.getfixturevalue("postgres")
+        meta_url = server.create_database(f"{name}_{fs_engine}")
+    with shared_mount(tmp_path_factory, f"{name}_{fs_engine}", meta_url) as (_, root):
         yield root
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from posix_support import errno_of, same_errno
 
+ENGINES = ("sqlite", "postgresql")  # see conftest.py: these tests run on both engines
+
 # extra `riverfs mount` options, e.g. "--attr-timeout 0 --entry-timeout 0" to bypass kernel caches
 
 

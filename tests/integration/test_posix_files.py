@@ -28,6 +28,8 @@ from pathlib import Path
 import pytest
 from posix_support import MOUNT_ARGS, ON_LOCAL, errno_of, same_errno
 
+ENGINES = ("sqlite", "postgresql")  # see conftest.py: these tests run on both engines
+
 # extra `riverfs mount` options, e.g. "--attr-timeout 0 --entry-timeout 0" to bypass kernel caches
 riverfs_only = pytest.mark.skipif(ON_LOCAL, reason="riverfs-specific expectation")
 

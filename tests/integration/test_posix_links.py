@@ -20,6 +20,8 @@ import pytest
 from posix_support import errno_of, same_errno
 from support import wait_until
 
+ENGINES = ("sqlite", "postgresql")  # see conftest.py: these tests run on both engines
+
 # extra `riverfs mount` options, e.g. "--attr-timeout 0 --entry-timeout 0" to bypass kernel caches
 AT_FDCWD = -100
 RENAME_NOREPLACE = 1

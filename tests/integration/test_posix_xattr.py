@@ -18,6 +18,8 @@ import pytest
 from posix_support import ON_LOCAL, errno_of, same_errno
 from support import wait_until
 
+ENGINES = ("sqlite", "postgresql")  # see conftest.py: these tests run on both engines
+
 # extra `riverfs mount` options, e.g. "--attr-timeout 0 --entry-timeout 0" to bypass kernel caches
 riverfs_only = pytest.mark.skipif(ON_LOCAL, reason="riverfs-specific expectation")
 

@@ -314,13 +314,17 @@ class Meta:
             freed = 0
             for (inode,) in rows:
                 await tx.run("DELETE FROM doomed WHERE inode = ?", inode)
-                freed += await self._free_if_unused(tx, inode)
+                freed += await self._free_if_unused(tx, inode, grace=False)
             return freed
 
         return await self.db.txn(fn)
 
-    async def _free_if_unused(self, tx, inode: int) -> int:
-        """Free a deleted inode unless a session still keeps it or it waits in doomed."""
+    async def _free_if_unused(self, tx, inode: int, grace: bool = True) -> int:
+        """Free a deleted inode unless a session still keeps it or it waits in doomed.
+
+        With `grace` and other sessions live, it is doomed instead: a mount that opened it
+        may not have claimed it yet (it claims when it hears of the deletion).
+        """
         attr = await self._attr(tx, inode)
         if attr is None or attr.nlink > 0:
             return 0
@@ -328,8 +332,15 @@ class Meta:
             return 0
         if await tx.one("SELECT 1 FROM doomed WHERE inode = ?", inode):
             return 0
+        if grace and await self._others_live(tx):
+            await tx.run("INSERT INTO doomed VALUES (?, ?)", inode, now_ns())
+            return 0
         await self._free(tx, attr)
         return 1
+
+    async def _others_live(self, tx) -> bool:
+        """True if sessions other than this mount's are registered."""
+        return bool(await tx.one("SELECT 1 FROM sessions WHERE id != ? LIMIT 1", self.session_id))
 
     # ---- reading the namespace ------------------------------------------------------------
 
@@ -498,7 +509,7 @@ class Meta:
             await tx.run(
                 "INSERT OR IGNORE INTO sustained VALUES (?, ?)", self.session_id, attr.inode
             )
-        elif await tx.one("SELECT 1 FROM sessions WHERE id != ? LIMIT 1", self.session_id):
+        elif await self._others_live(tx):
             # Another mount may have it open: it hears of the removal and sustains it, or
             # the leader frees it after a grace period.
             await tx.run("UPDATE nodes SET nlink = 0, ctime = ? WHERE inode = ?", t, attr.inode)
