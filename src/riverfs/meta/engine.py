@@ -1,14 +1,17 @@
 """The metadata engine: every namespace and data-layout change, each in one transaction.
 
 Engine-neutral: the SQL here runs on any database object with `txn(fn)` handing `fn` a
-transaction with `one/all/run/insert`, a `changes` record (published to the other mounts with
-the commit) and a `slot` (the usage row this connection owns). SQL is written in the SQLite
-dialect with `?` placeholders; the PostgreSQL engine translates it (meta/postgres.py). Errors
-are FSError with the errno Linux gives for the same situation on a local filesystem.
+transaction with `one/all/run/insert`; `defer` for a write whose result nobody reads (the
+PostgreSQL engine sends it with the COMMIT, saving a round trip); a `changes` record
+(published to the other mounts with the commit); and a `slot` (the usage row this connection
+owns). SQL is written in the SQLite dialect with `?` placeholders; the PostgreSQL engine
+translates it (meta/postgres.py). Errors are FSError with the errno Linux gives for the same
+situation on a local filesystem.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import stat
@@ -16,6 +19,8 @@ import time
 from collections.abc import Callable
 
 from riverfs.errors import FSError
+from riverfs.meta.cache import MetaCache
+from riverfs.meta.changes import Changes
 from riverfs.meta.schema import COUNTERS, TABLES
 from riverfs.meta.slices import Slice, decode_slices, encode_slices
 from riverfs.meta.types import (
@@ -83,6 +88,18 @@ class Meta:
         self.db = db
         self.session_id = 0
         self._ids: dict[str, tuple[int, int]] = {}  # counter -> [next, end) reserved range
+        # Engines that push every change (PostgreSQL) can serve lookups from a local cache.
+        self.cache = MetaCache() if getattr(db, "notifies", False) else None
+        db.on_commit = self._committed
+
+    def _committed(self, changes: Changes) -> None:
+        if self.cache is not None and changes:
+            self.cache.forget(changes.items)
+
+    def forget(self, changes) -> None:
+        """Another mount changed these (Change items): drop them from the cache."""
+        if self.cache is not None:
+            self.cache.forget(changes)
 
     # ---- volume ---------------------------------------------------------------------------
 
@@ -164,13 +181,13 @@ class Meta:
         """Add to the volume's usage through this connection's own row (no hot spot)."""
         if not inodes and not used:
             return
-        if not await tx.run(
-            "UPDATE usage SET inodes = inodes + ?, bytes = bytes + ? WHERE slot = ?",
+        await tx.defer(
+            "INSERT INTO usage VALUES (?, ?, ?) ON CONFLICT (slot) DO UPDATE"
+            " SET inodes = usage.inodes + excluded.inodes, bytes = usage.bytes + excluded.bytes",
+            tx.slot,
             inodes,
             used,
-            tx.slot,
-        ):
-            await tx.run("INSERT INTO usage VALUES (?, ?, ?)", tx.slot, inodes, used)
+        )
 
     async def fold_usage(self) -> None:
         """Move the usage rows into the counters (keeps the usage table small)."""
@@ -372,10 +389,29 @@ class Meta:
         return Attr(*row) if row else None
 
     async def getattr(self, inode: int) -> Attr:
-        return await self.db.txn(lambda tx: self._must_attr(tx, inode), write=False)
+        cache = self.cache
+        if cache is None:
+            return await self.db.txn(lambda tx: self._must_attr(tx, inode), write=False)
+        attr = cache.attr(inode)
+        if attr is None:
+            generation = cache.generation
+            attr = await self.db.txn(lambda tx: self._must_attr(tx, inode), write=False)
+            cache.put(attr, generation)
+        return attr
 
     async def lookup(self, parent: int, name: bytes) -> Attr:
         check_name(name)
+        cache = self.cache
+        if cache is None or name in (b".", b".."):
+            return await self._lookup(parent, name)
+        attr = cache.lookup(parent, name)
+        if attr is None:
+            generation = cache.generation
+            attr = await self._lookup(parent, name)
+            cache.put(attr, generation, (parent, name))
+        return attr
+
+    async def _lookup(self, parent: int, name: bytes) -> Attr:
 
         async def fn(tx):
             if name == b".":
@@ -419,7 +455,7 @@ class Meta:
 
     async def _touch_dir(self, tx, inode: int, t: int, nlink_delta: int = 0) -> None:
         tx.changes.attr(inode)
-        await tx.run(
+        await tx.defer(
             "UPDATE nodes SET mtime = ?, ctime = ?, nlink = nlink + ? WHERE inode = ?",
             t,
             t,
@@ -442,14 +478,30 @@ class Meta:
         inode = await self._next_id("next_inode", INODE_BATCH)
 
         async def fn(tx):
-            pattr = await self._dir(tx, parent)
             nonlocal gid, mode
-            if pattr.mode & stat.S_ISGID:  # BSD group semantics of a setgid directory
-                gid = pattr.gid
-                if stat.S_ISDIR(mode):
-                    mode |= stat.S_ISGID
             is_dir = stat.S_ISDIR(mode)
             t = now_ns()
+            # Touch the parent first and check it from what the update returns: one statement.
+            row = await tx.one(
+                "UPDATE nodes SET mtime = ?, ctime = ?, nlink = nlink + ? WHERE inode = ?"
+                f" RETURNING {_ATTR_COLS}",
+                t,
+                t,
+                1 if is_dir else 0,
+                parent,
+            )
+            if row is None:
+                raise FSError(errno.ENOENT, f"inode {parent}")
+            pattr = Attr(*row)
+            if not pattr.is_dir:
+                raise FSError(errno.ENOTDIR, f"inode {parent}")
+            if pattr.nlink - is_dir == 0:
+                raise FSError(errno.ENOENT, f"directory {parent} was removed")
+            tx.changes.attr(parent)
+            if pattr.mode & stat.S_ISGID:  # BSD group semantics of a setgid directory
+                gid = pattr.gid
+                if is_dir:
+                    mode |= stat.S_ISGID
             try:
                 await tx.run(
                     "INSERT INTO edges (parent, name, inode) VALUES (?, ?, ?)", parent, name, inode
@@ -460,17 +512,19 @@ class Meta:
                 inode, mode, 2 if is_dir else 1, uid, gid, rdev,
                 len(target) if target is not None else 0, 0, t, t, t, parent,
             )  # fmt: skip
-            await tx.run(
+            await tx.defer(
                 f"INSERT INTO nodes ({_ATTR_COLS}) VALUES ({_ATTR_MARKS})", *attr_row(attr)
             )
             if target is not None:
-                await tx.run("INSERT INTO symlinks VALUES (?, ?)", inode, target)
-            await self._touch_dir(tx, parent, t, 1 if is_dir else 0)
+                await tx.defer("INSERT INTO symlinks VALUES (?, ?)", inode, target)
             await self._count(tx, 1)
             tx.changes.entry(parent, name)
             return attr
 
-        return await self.db.txn(fn)
+        attr = await self.db.txn(fn)
+        if self.cache is not None:
+            self.cache.put(attr, self.cache.generation, (parent, name))
+        return attr
 
     async def link(self, inode: int, parent: int, name: bytes) -> Attr:
         check_name(name)
@@ -720,6 +774,7 @@ class Meta:
         await tx.run("DELETE FROM xattrs WHERE inode = ?", inode)
         await tx.run("DELETE FROM nodes WHERE inode = ?", inode)
         await self._count(tx, -1, -attr.stored)
+        tx.changes.attr(inode)
 
     async def _queue_slices(self, tx, slices: list[Slice]) -> None:
         t = now_ns()
@@ -727,7 +782,7 @@ class Meta:
         for s in slices:
             if s.id and s.id not in seen:
                 seen.add(s.id)
-                await tx.run(
+                await tx.defer(
                     "INSERT INTO pending_deletes (slice, size, queued) VALUES (?, ?, ?)",
                     s.id,
                     s.size,
@@ -761,7 +816,11 @@ class Meta:
         return await self.db.txn(fn)
 
     async def touch_atime(self, inode: int, t: int) -> None:
-        await self.db.txn(lambda tx: tx.run("UPDATE nodes SET atime = ? WHERE inode = ?", t, inode))
+        async def fn(tx):
+            await tx.run("UPDATE nodes SET atime = ? WHERE inode = ?", t, inode)
+            tx.changes.attr(inode)
+
+        await self.db.txn(fn)
 
     # ---- file data ------------------------------------------------------------------------
 
@@ -778,11 +837,11 @@ class Meta:
         row = await tx.one("SELECT slices FROM chunks WHERE inode = ? AND idx = ?", inode, index)
         blob = (bytes(row[0]) if row else b"") + encode_slices(slices)
         if row:
-            await tx.run(
+            await tx.defer(
                 "UPDATE chunks SET slices = ? WHERE inode = ? AND idx = ?", blob, inode, index
             )
         else:
-            await tx.run("INSERT INTO chunks VALUES (?, ?, ?)", inode, index, blob)
+            await tx.defer("INSERT INTO chunks VALUES (?, ?, ?)", inode, index, blob)
 
     async def write_slices(
         self, inode: int, slices: list[tuple[int, Slice]], length: int, mtime: int
@@ -811,7 +870,7 @@ class Meta:
 
     async def _set_size(self, tx, attr: Attr, length: int, stored: int, t: int) -> Attr:
         """New length and stored bytes of a file whose content changed at `t`."""
-        await tx.run(
+        await tx.defer(
             "UPDATE nodes SET length = ?, stored = ?, mtime = ?, ctime = ? WHERE inode = ?",
             length,
             stored,
@@ -821,7 +880,7 @@ class Meta:
         )
         await self._count(tx, used=stored - attr.stored)
         tx.changes.data(attr.inode)
-        return await self._must_attr(tx, attr.inode)
+        return dataclasses.replace(attr, size=length, stored=stored, mtime=t, ctime=t)
 
     async def truncate(self, inode: int, length: int, t: int | None = None) -> Attr:
         """Set a regular file's length. Costs in proportion to the chunks actually stored."""

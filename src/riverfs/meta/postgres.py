@@ -37,6 +37,8 @@ from riverfs.meta.changes import Changes
 from riverfs.meta.engine import DuplicateKey
 
 log = logging.getLogger(__name__)
+# psycopg warns about every pipeline a conflict aborts; the retry loop handles them.
+logging.getLogger("psycopg").setLevel(logging.ERROR)
 T = TypeVar("T")
 
 CHANNEL = "riverfs_changes"
@@ -66,35 +68,64 @@ def pg_ddl(script: str) -> str:
 
 
 class PgTx:
-    """Statements inside one transaction (`?` placeholders, translated)."""
+    """Statements inside one transaction (`?` placeholders, translated).
 
-    __slots__ = ("_conn", "changes", "slot")
+    Round trips are what a transaction costs here, so BEGIN travels with the first statement
+    (pipeline mode) and deferred writes travel with the COMMIT.
+    """
 
-    def __init__(self, conn: psycopg.AsyncConnection) -> None:
+    __slots__ = ("_conn", "changes", "slot", "begin", "deferred")
+
+    def __init__(self, conn: psycopg.AsyncConnection, begin: str | None) -> None:
         self._conn = conn
         self.changes = Changes()
         self.slot = conn.info.backend_pid  # unique among live connections: a private row
+        self.begin = begin  # sent with the first statement; None once sent (or for reads)
+        self.deferred: list[tuple[str, tuple]] = []
+
+    async def _execute(self, sql: str, params: tuple) -> psycopg.AsyncCursor:
+        if self.begin is None:
+            return await self._conn.execute(pg_sql(sql), params)
+        async with self._conn.pipeline():
+            await self._conn.execute(self.begin)
+            self.begin = None
+            cur = await self._conn.execute(pg_sql(sql), params)
+        return cur
 
     async def one(self, sql: str, *params: Any) -> tuple | None:
-        cur = await self._conn.execute(pg_sql(sql), params)
-        return await cur.fetchone()
+        return await (await self._execute(sql, params)).fetchone()
 
     async def all(self, sql: str, *params: Any) -> list[tuple]:
-        cur = await self._conn.execute(pg_sql(sql), params)
-        return await cur.fetchall()
+        return await (await self._execute(sql, params)).fetchall()
 
     async def run(self, sql: str, *params: Any) -> int:
         """Execute; return the number of rows changed."""
         try:
-            cur = await self._conn.execute(pg_sql(sql), params)
+            cur = await self._execute(sql, params)
         except psycopg.errors.UniqueViolation as e:
             raise DuplicateKey(str(e)) from e
         return cur.rowcount
 
     async def insert(self, sql: str, *params: Any) -> int:
         """Execute an INSERT; return the new row's id."""
-        cur = await self._conn.execute(pg_sql(sql) + " RETURNING id", params)
-        return (await cur.fetchone())[0]
+        return (await (await self._execute(sql + " RETURNING id", params)).fetchone())[0]
+
+    async def defer(self, sql: str, *params: Any) -> None:
+        """A write whose result nobody reads: sent with the COMMIT."""
+        self.deferred.append((pg_sql(sql), params))
+
+    async def commit(self, session: int) -> None:
+        """Deferred writes, the change notifications and COMMIT, in one round trip."""
+        conn = self._conn
+        async with conn.pipeline():
+            if self.begin is not None:
+                await conn.execute(self.begin)
+            for sql, params in self.deferred:
+                await conn.execute(sql, params)
+            # NOTIFY is delivered at commit, and only if the commit succeeds.
+            for payload in self.changes.payloads(session):
+                await conn.execute(f"NOTIFY {CHANNEL}, '{payload}'")
+            await conn.execute("COMMIT")
 
 
 class PostgresDatabase:
@@ -106,6 +137,8 @@ class PostgresDatabase:
         self._conninfo = conninfo
         self.session = 0
         self.outage_timeout = OUTAGE_TIMEOUT
+        self.notifies = True  # every commit is announced: a mount-side cache stays coherent
+        self.on_commit: Callable[[Changes], None] = lambda changes: None
 
     @classmethod
     async def connect(cls, url: str, shown: str) -> PostgresDatabase:
@@ -147,10 +180,14 @@ class PostgresDatabase:
         while True:
             try:
                 return await self._attempt(fn, write)
-            except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as e:
+            except (
+                psycopg.errors.SerializationFailure,
+                psycopg.errors.DeadlockDetected,
+                psycopg.errors.InvalidSqlStatementName,
+            ) as e:
                 reason = e
-            except DuplicateKey as e:  # a unique key the logic did not expect: a race
-                reason = e
+            except (DuplicateKey, psycopg.errors.UniqueViolation) as e:
+                reason = e  # a unique key the logic did not expect: a race
             except psycopg.errors.DiskFull as e:
                 raise FSError(errno.ENOSPC, f"metadata database {self.url}: {e}") from e
             except (psycopg.OperationalError, PoolTimeout) as e:
@@ -172,18 +209,19 @@ class PostgresDatabase:
 
     async def _attempt(self, fn: Callable[[PgTx], Awaitable[T]], write: bool) -> T:
         async with self._pool.connection() as conn:
-            tx = PgTx(conn)
             if not write:
-                return await fn(tx)
-            await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                return await fn(PgTx(conn, None))
+            tx = PgTx(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ")
             try:
                 result = await fn(tx)
-                # NOTIFY is delivered at commit, and only if the commit succeeds.
-                commit = "".join(
-                    f"NOTIFY {CHANNEL}, '{p}';" for p in tx.changes.payloads(self.session)
-                )
-                await conn.execute(commit + "COMMIT")
+                await tx.commit(self.session)
+                self.on_commit(tx.changes)
                 return result
+            except psycopg.errors.InvalidSqlStatementName:
+                # psycopg's automatic prepared statements can lose track of what the server
+                # holds when a conflict aborts a pipeline: start over on a new connection.
+                await conn.close()
+                raise
             except BaseException:
                 if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
                     try:

@@ -62,6 +62,10 @@ class SQLiteTx:
         """Execute an INSERT; return the new row's id."""
         return self._conn.execute(sql, params).lastrowid
 
+    async def defer(self, sql: str, *params: Any) -> None:
+        """A write whose result nobody reads (SQLite runs it at once)."""
+        await self.run(sql, *params)
+
 
 class SQLiteDatabase:
     """A SQLite metadata database at `path`."""
@@ -79,6 +83,7 @@ class SQLiteDatabase:
             raise RiverError(f"cannot open metadata database {path}: {e}") from e
         self._lock = asyncio.Lock()
         self.session = 0  # set once the mount has registered its session
+        self.on_commit: Callable[[Changes], None] = lambda changes: None
 
     async def executescript(self, script: str) -> None:
         async with self._lock:
@@ -100,6 +105,7 @@ class SQLiteDatabase:
                         if tx.changes:
                             self._publish(tx.changes)
                         self._conn.execute("COMMIT")
+                        self.on_commit(tx.changes)
                         return result
                     except BaseException:
                         if self._conn.in_transaction:

@@ -2,6 +2,7 @@
 
 The metadata engine streams change payloads (PostgreSQL NOTIFY, or SQLite changelog polling;
 see meta/changes.py). For each change made by another session, the watcher
+- drops them from the metadata cache (meta/cache.py);
 - tells the kernel to forget the directory entry or the inode's attributes (and pages, for a
   content change) through the `Kernel` the FUSE layer provides, so `ls`/`stat` on this host
   show the change at once instead of after the attribute/entry timeout;
@@ -81,6 +82,7 @@ class ChangeWatcher:
 
     async def apply(self, changes: list[Change]) -> None:
         vfs = self.vfs
+        vfs.meta.forget(changes)  # before the kernel asks again
         for c in changes:
             self.applied += 1
             if c.kind == "e":
@@ -105,6 +107,8 @@ class ChangeWatcher:
     async def _resync(self) -> None:
         """Notifications may have been missed: drop cached attributes of what the kernel
         knows, and sustain deleted inodes still in use here."""
+        if self.vfs.meta.cache is not None:
+            self.vfs.meta.cache.clear()
         for inode in self.vfs.known_inodes()[:MAX_RESYNC]:
             self.kernel.forget_inode(inode, data=False)
             if self.vfs.in_use(inode):
