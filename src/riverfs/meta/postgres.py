@@ -145,6 +145,9 @@ class PostgresDatabase:
         """Open a pool on `url` (password from PGPASSWORD, ~/.pgpass or RIVERFS_META_PASSWORD);
         `shown` is the URL without secrets, for messages."""
         conninfo = _conninfo(url)
+        problem = await _why_not(conninfo)  # fail fast, with the reason, before pooling
+        if problem:
+            raise RiverError(f"cannot connect to metadata database {shown}: {problem}")
         pool = AsyncConnectionPool(
             conninfo,
             min_size=1,
@@ -157,9 +160,8 @@ class PostgresDatabase:
         try:
             await pool.open(wait=True, timeout=CONNECT_TIMEOUT)
         except PoolTimeout:
-            detail = await _why_not(conninfo)
             await pool.close()
-            raise RiverError(f"cannot connect to metadata database {shown}: {detail}") from None
+            raise RiverError(f"cannot connect to metadata database {shown}: timed out") from None
         return cls(shown, pool, conninfo)
 
     async def executescript(self, script: str) -> None:
@@ -277,16 +279,16 @@ def _conninfo(url: str) -> str:
     return psycopg.conninfo.make_conninfo(**params)
 
 
-async def _why_not(conninfo: str) -> str:
-    """The reason a direct connection attempt fails, in one line with advice."""
+async def _why_not(conninfo: str) -> str | None:
+    """Why a connection attempt fails, in one line with advice; None if it succeeds."""
     try:
         conn = await psycopg.AsyncConnection.connect(conninfo)
     except psycopg.OperationalError as e:
-        text = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        text = " ".join(line.strip() for line in str(e).splitlines()) or type(e).__name__
         if "password" in text:
             return f"{text} (set PGPASSWORD or RIVERFS_META_PASSWORD, or use ~/.pgpass)"
         if "does not exist" in text:
             return f"{text} (create it with createdb)"
         return f"{text} (is PostgreSQL running and reachable?)"
     await conn.close()
-    return "timed out"
+    return None

@@ -43,7 +43,7 @@ async def format_volume(
         existing = await meta.load_settings()
         if existing is not None and not force:
             raise RiverError(
-                f"{meta_url} already holds volume {existing.uuid}; "
+                f"{redact_url(meta_url)} already holds volume {existing.uuid}; "
                 "use --force to overwrite it (its data becomes unreachable)"
             )
         if not force and await _holds_volume(store):
@@ -110,8 +110,8 @@ async def open_volume(meta_url: str) -> Volume:
         settings = await meta.load_settings()
         if settings is None:
             raise RiverError(
-                f"volume not formatted: {meta_url} holds no riverfs volume; "
-                f"run `riverfs format {meta_url} --storage URL` first"
+                f"volume not formatted: {redact_url(meta_url)} holds no riverfs volume; "
+                f"run `riverfs format {redact_url(meta_url)} --storage URL` first"
             )
         store = open_store(settings.storage)
         try:
@@ -126,7 +126,7 @@ async def open_volume(meta_url: str) -> Volume:
         if stored.get("uuid") != settings.uuid:
             raise RiverError(
                 f"storage {redact_url(settings.storage)} belongs to volume {stored.get('uuid')}, "
-                f"not to {settings.uuid} of {meta_url}"
+                f"not to {settings.uuid} of {redact_url(meta_url)}"
             )
     except BaseException:
         await meta.close()
