@@ -141,12 +141,17 @@ def test_status_with_unknown_metadata_scheme_fails_with_one_line():
 
 
 @pytest.mark.parametrize(
-    "meta",
-    ["postgresql://user@127.0.0.1:5432/riverfs", "redis://127.0.0.1:6379/1"],
-    ids=["postgresql", "redis"],
+    ("meta", "needle"),
+    [
+        ("postgresql://user@127.0.0.1:1/riverfs", "is PostgreSQL running"),
+        ("redis://127.0.0.1:6379/1", "not supported yet"),
+    ],
+    ids=["postgresql-unreachable", "redis"],
 )
 @pytest.mark.parametrize("command", ["format", "mount", "status"])
-def test_metadata_backends_not_in_this_release_say_not_supported_yet(tmp_path, command, meta):
+def test_metadata_backends_unreachable_or_not_in_this_release_fail_in_one_line(
+    tmp_path, command, meta, needle
+):
     args = [command, meta]
     if command == "format":
         args += ["--storage", f"file://{tmp_path}/store"]
@@ -154,7 +159,7 @@ def test_metadata_backends_not_in_this_release_say_not_supported_yet(tmp_path, c
         (tmp_path / "mnt").mkdir()
         args += [str(tmp_path / "mnt"), "--background"]
     proc = run_cli(*args, check=False, timeout=60)
-    assert_one_line_error(proc, "not supported yet")
+    assert_one_line_error(proc, needle)
     if command == "mount":
         assert_nothing_mounted_or_running(tmp_path / "mnt")
 

@@ -250,3 +250,18 @@ def test_mounts_recover_without_remount_when_postgresql_restarts(shared, dirs):
         except AssertionError:
             if time.monotonic() > deadline:
                 raise
+
+
+def test_two_mounts_of_one_sqlite_volume_on_a_host_see_changes_within_a_second(volume):
+    a = volume.mount(volume.root / "one", *MOUNT_ARGS).path
+    b = volume.mount(volume.root / "two", *MOUNT_ARGS, "--cache-dir", str(volume.root / "c2")).path
+    (a / "f").write_bytes(b"0123456789")
+    wait_until(lambda: (b / "f").exists(), SEEN_WITHIN)
+    assert (b / "f").stat().st_size == 10  # cached by b's kernel for 30 s from here on
+    os.chmod(a / "f", 0o600)
+    wait_until(lambda: stat.S_IMODE((b / "f").stat().st_mode) == 0o600, SEEN_WITHIN)
+    os.rename(a / "f", a / "g")
+    wait_until(lambda: not (b / "f").exists() and (b / "g").exists(), SEEN_WITHIN)
+    assert (b / "g").read_bytes() == b"0123456789"
+    os.unlink(b / "g")
+    wait_until(lambda: not (a / "g").exists(), SEEN_WITHIN)
