@@ -502,12 +502,13 @@ class Meta:
                 gid = pattr.gid
                 if is_dir:
                     mode |= stat.S_ISGID
-            try:
-                await tx.run(
-                    "INSERT INTO edges (parent, name, inode) VALUES (?, ?, ?)", parent, name, inode
-                )
-            except DuplicateKey:
-                raise FSError(errno.EEXIST) from None
+            await tx.defer(
+                "INSERT INTO edges (parent, name, inode) VALUES (?, ?, ?)",
+                parent,
+                name,
+                inode,
+                duplicate=FSError(errno.EEXIST),
+            )
             attr = Attr(
                 inode, mode, 2 if is_dir else 1, uid, gid, rdev,
                 len(target) if target is not None else 0, 0, t, t, t, parent,
@@ -576,14 +577,14 @@ class Meta:
         check_name(name)
 
         async def fn(tx):
-            await self._dir(tx, parent)
-            attr = await self._edge(tx, parent, name)
+            attr = await self._edge(tx, parent, name)  # an entry exists only in a live directory
             if attr is None:
+                await self._dir(tx, parent)  # ENOTDIR / ENOENT for a bad parent
                 raise FSError(errno.ENOENT)
             if attr.is_dir:
                 raise FSError(errno.EISDIR)
             t = now_ns()
-            await tx.run("DELETE FROM edges WHERE parent = ? AND name = ?", parent, name)
+            await tx.defer("DELETE FROM edges WHERE parent = ? AND name = ?", parent, name)
             tx.changes.entry(parent, name)
             await self._touch_dir(tx, parent, t)
             await self._drop_link(tx, attr, t, in_use)
@@ -595,20 +596,19 @@ class Meta:
         check_name(name)
 
         async def fn(tx):
-            await self._dir(tx, parent)
-            if name == b".":
-                raise FSError(errno.EINVAL)
-            if name == b"..":
-                raise FSError(errno.ENOTEMPTY)
+            if name in (b".", b".."):
+                await self._dir(tx, parent)
+                raise FSError(errno.EINVAL if name == b"." else errno.ENOTEMPTY)
             attr = await self._edge(tx, parent, name)
             if attr is None:
+                await self._dir(tx, parent)
                 raise FSError(errno.ENOENT)
             if not attr.is_dir:
                 raise FSError(errno.ENOTDIR)
             if await tx.one("SELECT 1 FROM edges WHERE parent = ? LIMIT 1", attr.inode):
                 raise FSError(errno.ENOTEMPTY)
             t = now_ns()
-            await tx.run("DELETE FROM edges WHERE parent = ? AND name = ?", parent, name)
+            await tx.defer("DELETE FROM edges WHERE parent = ? AND name = ?", parent, name)
             tx.changes.entry(parent, name)
             await self._touch_dir(tx, parent, t, -1)
             await self._drop_link(tx, attr, t, in_use)
@@ -644,12 +644,14 @@ class Meta:
             raise FSError(errno.EINVAL)
 
         async def fn(tx):
-            await self._dir(tx, old_parent)
-            await self._dir(tx, new_parent)
             src = await self._edge(tx, old_parent, old_name)
             if src is None:
+                await self._dir(tx, old_parent)
+                await self._dir(tx, new_parent)
                 raise FSError(errno.ENOENT)
             dst = await self._edge(tx, new_parent, new_name)
+            if dst is None and new_parent != old_parent:
+                await self._dir(tx, new_parent)
             if flags & RENAME_EXCHANGE and dst is None:
                 raise FSError(errno.ENOENT)
             if flags & RENAME_NOREPLACE and dst is not None:
@@ -666,6 +668,8 @@ class Meta:
             tx.changes.entry(old_parent, old_name)
             tx.changes.entry(new_parent, new_name)
             tx.changes.attr(src.inode)
+            if dst is not None:
+                tx.changes.attr(dst.inode)
             if flags & RENAME_EXCHANGE:
                 await self._exchange(tx, src, dst, old_parent, old_name, new_parent, new_name, t)
                 return dst
@@ -692,7 +696,7 @@ class Meta:
                     await self._touch_dir(tx, new_parent, t, -1)
                 await self._drop_link(tx, dst, t, in_use)
             else:
-                await tx.run(
+                await tx.defer(
                     "UPDATE edges SET parent = ?, name = ? WHERE parent = ? AND name = ?",
                     new_parent,
                     new_name,
@@ -702,7 +706,7 @@ class Meta:
             moved_dir = src.is_dir and old_parent != new_parent
             await self._touch_dir(tx, old_parent, t, -1 if moved_dir else 0)
             await self._touch_dir(tx, new_parent, t, 1 if moved_dir else 0)
-            await tx.run(
+            await tx.defer(
                 "UPDATE nodes SET ctime = ?, parent = ? WHERE inode = ?",
                 t,
                 new_parent if src.is_dir else src.parent,
@@ -769,10 +773,8 @@ class Meta:
         inode = attr.inode
         for (blob,) in await tx.all("SELECT slices FROM chunks WHERE inode = ?", inode):
             await self._queue_slices(tx, decode_slices(blob))
-        await tx.run("DELETE FROM chunks WHERE inode = ?", inode)
-        await tx.run("DELETE FROM symlinks WHERE inode = ?", inode)
-        await tx.run("DELETE FROM xattrs WHERE inode = ?", inode)
-        await tx.run("DELETE FROM nodes WHERE inode = ?", inode)
+        for table in ("chunks", "symlinks", "xattrs", "nodes"):
+            await tx.defer(f"DELETE FROM {table} WHERE inode = ?", inode)
         await self._count(tx, -1, -attr.stored)
         tx.changes.attr(inode)
 

@@ -74,7 +74,7 @@ class PgTx:
     (pipeline mode) and deferred writes travel with the COMMIT.
     """
 
-    __slots__ = ("_conn", "changes", "slot", "begin", "deferred")
+    __slots__ = ("_conn", "changes", "slot", "begin", "deferred", "duplicates")
 
     def __init__(self, conn: psycopg.AsyncConnection, begin: str | None) -> None:
         self._conn = conn
@@ -82,6 +82,7 @@ class PgTx:
         self.slot = conn.info.backend_pid  # unique among live connections: a private row
         self.begin = begin  # sent with the first statement; None once sent (or for reads)
         self.deferred: list[tuple[str, tuple]] = []
+        self.duplicates: dict[str, Exception] = {}  # table -> error for a unique violation
 
     async def _execute(self, sql: str, params: tuple) -> psycopg.AsyncCursor:
         if self.begin is None:
@@ -110,22 +111,37 @@ class PgTx:
         """Execute an INSERT; return the new row's id."""
         return (await (await self._execute(sql + " RETURNING id", params)).fetchone())[0]
 
-    async def defer(self, sql: str, *params: Any) -> None:
-        """A write whose result nobody reads: sent with the COMMIT."""
+    async def defer(self, sql: str, *params: Any, duplicate: Exception | None = None) -> None:
+        """A write whose result nobody reads: sent with the COMMIT. If it hits a unique key,
+        the commit raises `duplicate` (at most one such write per table)."""
         self.deferred.append((pg_sql(sql), params))
+        if duplicate is not None:
+            self.duplicates[_table_of(sql)] = duplicate
 
     async def commit(self, session: int) -> None:
         """Deferred writes, the change notifications and COMMIT, in one round trip."""
         conn = self._conn
-        async with conn.pipeline():
-            if self.begin is not None:
-                await conn.execute(self.begin)
-            for sql, params in self.deferred:
-                await conn.execute(sql, params)
-            # NOTIFY is delivered at commit, and only if the commit succeeds.
-            for payload in self.changes.payloads(session):
-                await conn.execute(f"NOTIFY {CHANNEL}, '{payload}'")
-            await conn.execute("COMMIT")
+        try:
+            async with conn.pipeline():
+                if self.begin is not None:
+                    await conn.execute(self.begin)
+                for sql, params in self.deferred:
+                    await conn.execute(sql, params)
+                # NOTIFY is delivered at commit, and only if the commit succeeds.
+                for payload in self.changes.payloads(session):
+                    await conn.execute(f"NOTIFY {CHANNEL}, '{payload}'")
+                await conn.execute("COMMIT")
+        except psycopg.errors.UniqueViolation as e:
+            error = self.duplicates.get(e.diag.table_name or "")
+            if error is None:
+                raise
+            raise error from None
+
+
+def _table_of(sql: str) -> str:
+    """The table an INSERT/UPDATE/DELETE statement writes."""
+    words = sql.split()
+    return words[2] if words[0] in ("INSERT", "DELETE") else words[1]
 
 
 class PostgresDatabase:

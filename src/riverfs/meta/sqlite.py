@@ -62,9 +62,15 @@ class SQLiteTx:
         """Execute an INSERT; return the new row's id."""
         return self._conn.execute(sql, params).lastrowid
 
-    async def defer(self, sql: str, *params: Any) -> None:
-        """A write whose result nobody reads (SQLite runs it at once)."""
-        await self.run(sql, *params)
+    async def defer(self, sql: str, *params: Any, duplicate: Exception | None = None) -> None:
+        """A write whose result nobody reads (SQLite runs it at once); `duplicate` is raised
+        if it hits a unique key."""
+        try:
+            await self.run(sql, *params)
+        except DuplicateKey:
+            if duplicate is None:
+                raise
+            raise duplicate from None
 
 
 class SQLiteDatabase:
