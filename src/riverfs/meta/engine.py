@@ -418,11 +418,22 @@ class Meta:
                 return await self._dir(tx, parent)
             if name == b"..":
                 return await self._must_attr(tx, (await self._dir(tx, parent)).parent)
-            attr = await self._edge(tx, parent, name)
-            if attr is None:
-                await self._dir(tx, parent)  # ENOTDIR / ENOENT for a bad parent
+            # The parent and the entry in one query: a miss needs the parent's state for its
+            # errno, and a round trip to a remote database costs more than the join.
+            row = await tx.one(
+                f"SELECT p.mode, p.nlink, {_ATTR_COLS_N} FROM nodes p"
+                " LEFT JOIN edges e ON e.parent = p.inode AND e.name = ?"
+                " LEFT JOIN nodes n ON n.inode = e.inode WHERE p.inode = ?",
+                name,
+                parent,
+            )
+            if row is None:
+                raise FSError(errno.ENOENT, f"inode {parent}")
+            if not stat.S_ISDIR(row[0]):
+                raise FSError(errno.ENOTDIR, f"inode {parent}")
+            if row[2] is None or row[1] == 0:
                 raise FSError(errno.ENOENT)
-            return attr
+            return Attr(*row[2:])
 
         return await self.db.txn(fn, write=False)
 
@@ -520,11 +531,12 @@ class Meta:
                 await tx.defer("INSERT INTO symlinks VALUES (?, ?)", inode, target)
             await self._count(tx, 1)
             tx.changes.entry(parent, name)
-            return attr
+            return attr, pattr
 
-        attr = await self.db.txn(fn)
-        if self.cache is not None:
+        attr, pattr = await self.db.txn(fn)
+        if self.cache is not None:  # both as committed: the kernel asks for the parent next
             self.cache.put(attr, self.cache.generation, (parent, name))
+            self.cache.put(pattr, self.cache.generation)
         return attr
 
     async def link(self, inode: int, parent: int, name: bytes) -> Attr:
