@@ -8,6 +8,11 @@ A query result is stored only if no invalidation arrived while it was in flight 
 generation did not move), so a slow read can never put back what a change just removed.
 Entries also expire after `ttl` seconds, a bound on staleness should a notification ever be
 lost; the watcher clears everything after a reconnect.
+
+Directories this mount created are *complete*: every name that may exist in them is known
+(none at creation; every change event naming an entry of theirs, from any mount, adds the
+name). A lookup of any other name there is answered ENOENT without a query, which is what
+creating many files in a new directory (untar, builds, mdtest) asks for before each create.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ class MetaCache:
         self.generation = 0
         self._attrs: OrderedDict[int, tuple[Attr, float]] = OrderedDict()
         self._entries: OrderedDict[tuple[int, bytes], tuple[int, float]] = OrderedDict()
+        self._complete: OrderedDict[int, set[bytes]] = OrderedDict()  # dir -> names that may exist
+        self._complete_names = 0
 
     def attr(self, inode: int) -> Attr | None:
         item = self._attrs.get(inode)
@@ -56,16 +63,34 @@ class MetaCache:
             if len(self._entries) > self.limit:
                 self._entries.popitem(last=False)
 
+    def complete(self, directory: int) -> None:
+        """`directory` was just created by this mount: it holds no entry yet."""
+        self._complete[directory] = set()
+
+    def absent(self, parent: int, name: bytes) -> bool:
+        """True if `name` surely does not exist in `parent`."""
+        names = self._complete.get(parent)
+        return names is not None and name not in names
+
     def forget(self, changes) -> None:
         """Drop what `changes` (Change items) touched."""
         self.generation += 1
         for c in changes:
             if c.kind == "e":
                 self._entries.pop((c.inode, c.name), None)
+                names = self._complete.get(c.inode)
+                if names is not None and c.name not in names:
+                    names.add(c.name)
+                    self._complete_names += 1
             else:
                 self._attrs.pop(c.inode, None)
+        while self._complete_names > self.limit:
+            _, names = self._complete.popitem(last=False)
+            self._complete_names -= len(names)
 
     def clear(self) -> None:
         self.generation += 1
         self._attrs.clear()
         self._entries.clear()
+        self._complete.clear()
+        self._complete_names = 0

@@ -404,6 +404,8 @@ class Meta:
         cache = self.cache
         if cache is None or name in (b".", b".."):
             return await self._lookup(parent, name)
+        if cache.absent(parent, name):
+            raise FSError(errno.ENOENT)
         attr = cache.lookup(parent, name)
         if attr is None:
             generation = cache.generation
@@ -537,6 +539,8 @@ class Meta:
         if self.cache is not None:  # both as committed: the kernel asks for the parent next
             self.cache.put(attr, self.cache.generation, (parent, name))
             self.cache.put(pattr, self.cache.generation)
+            if attr.is_dir:
+                self.cache.complete(attr.inode)
         return attr
 
     async def link(self, inode: int, parent: int, name: bytes) -> Attr:
