@@ -336,21 +336,31 @@ class Meta:
 
         return await self.db.txn(fn)
 
-    async def _free_if_unused(self, tx, inode: int, grace: bool = True) -> int:
-        """Free a deleted inode unless a session still keeps it or it waits in doomed.
+    async def _free_if_unused(self, tx, inode: int, grace: bool = True, mine: int = 0) -> int:
+        """Free a deleted inode unless a session other than `mine` keeps it (sustained) or
+        it waits in doomed. Returns 1 if freed.
 
         With `grace` and other sessions live, it is doomed instead: a mount that opened it
-        may not have claimed it yet (it claims when it hears of the deletion).
+        may not have claimed it yet (it claims when it hears of the deletion). One query
+        gathers all of that: on a remote database each round trip counts.
         """
-        attr = await self._attr(tx, inode)
-        if attr is None or attr.nlink > 0:
+        row = await tx.one(
+            f"SELECT {_ATTR_COLS},"
+            " (SELECT COUNT(*) FROM sustained s WHERE s.inode = n.inode AND s.session != ?),"
+            " (SELECT COUNT(*) FROM doomed d WHERE d.inode = n.inode),"
+            " (SELECT COUNT(*) FROM sessions WHERE id != ?)"
+            " FROM nodes n WHERE n.inode = ?",
+            mine,
+            self.session_id,
+            inode,
+        )
+        if row is None:
             return 0
-        if await tx.one("SELECT 1 FROM sustained WHERE inode = ? LIMIT 1", inode):
+        attr, kept, doomed, others_live = Attr(*row[:-3]), *row[-3:]
+        if attr.nlink > 0 or kept or doomed:
             return 0
-        if await tx.one("SELECT 1 FROM doomed WHERE inode = ?", inode):
-            return 0
-        if grace and await self._others_live(tx):
-            await tx.run("INSERT INTO doomed VALUES (?, ?)", inode, now_ns())
+        if grace and others_live:
+            await tx.defer("INSERT INTO doomed VALUES (?, ?)", inode, now_ns())
             return 0
         await self._free(tx, attr)
         return 1
@@ -660,12 +670,22 @@ class Meta:
             raise FSError(errno.EINVAL)
 
         async def fn(tx):
-            src = await self._edge(tx, old_parent, old_name)
+            rows = await tx.all(  # both entries in one round trip
+                f"SELECT e.parent, e.name, {_ATTR_COLS_N} FROM edges e"
+                " JOIN nodes n ON n.inode = e.inode"
+                " WHERE (e.parent = ? AND e.name = ?) OR (e.parent = ? AND e.name = ?)",
+                old_parent,
+                old_name,
+                new_parent,
+                new_name,
+            )
+            found = {(r[0], bytes(r[1])): Attr(*r[2:]) for r in rows}
+            src = found.get((old_parent, old_name))
             if src is None:
                 await self._dir(tx, old_parent)
                 await self._dir(tx, new_parent)
                 raise FSError(errno.ENOENT)
-            dst = await self._edge(tx, new_parent, new_name)
+            dst = found.get((new_parent, new_name))
             if dst is None and new_parent != old_parent:
                 await self._dir(tx, new_parent)
             if flags & RENAME_EXCHANGE and dst is None:
@@ -776,11 +796,10 @@ class Meta:
         """The last handle of this session on `inode` closed: free it if it was deleted."""
 
         async def fn(tx):
-            if not await tx.run(
+            await tx.defer(
                 "DELETE FROM sustained WHERE session = ? AND inode = ?", self.session_id, inode
-            ):
-                return False
-            return bool(await self._free_if_unused(tx, inode))
+            )
+            return bool(await self._free_if_unused(tx, inode, mine=self.session_id))
 
         return await self.db.txn(fn)
 
