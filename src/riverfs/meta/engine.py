@@ -806,8 +806,9 @@ class Meta:
     async def _free(self, tx, attr: Attr) -> None:
         """Delete an inode and queue its data for deletion from the store."""
         inode = attr.inode
-        for (blob,) in await tx.all("SELECT slices FROM chunks WHERE inode = ?", inode):
-            await self._queue_slices(tx, decode_slices(blob))
+        if attr.stored:  # nothing stored: no slice holds data (saves a round trip)
+            for (blob,) in await tx.all("SELECT slices FROM chunks WHERE inode = ?", inode):
+                await self._queue_slices(tx, decode_slices(blob))
         for table in ("chunks", "symlinks", "xattrs", "nodes"):
             await tx.defer(f"DELETE FROM {table} WHERE inode = ?", inode)
         await self._count(tx, -1, -attr.stored)

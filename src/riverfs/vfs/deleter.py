@@ -16,6 +16,7 @@ from riverfs.meta import Meta
 log = logging.getLogger(__name__)
 
 BATCH = 100
+DEBOUNCE = 0.05  # seconds between a poke and the drain it causes
 
 
 class Deleter:
@@ -61,6 +62,7 @@ class Deleter:
                 log.exception("background deleter failed; retrying later")
             try:
                 await asyncio.wait_for(self._wake.wait(), self.idle_interval)
+                await asyncio.sleep(DEBOUNCE)  # a burst of deletes: one drain for all of it
             except TimeoutError:
                 pass
             self._wake.clear()
