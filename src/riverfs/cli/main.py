@@ -29,7 +29,7 @@ from riverfs.cli.defaults import (
 from riverfs.cli.obj import obj
 from riverfs.errors import RiverError
 from riverfs.objects.urls import redact_url
-from riverfs.vfs.session import pid_alive
+from riverfs.vfs.session import STALE_HEARTBEATS, pid_alive
 
 log = logging.getLogger("riverfs")
 
@@ -143,7 +143,7 @@ def _ensure_default_volume() -> str:
     "--heartbeat",
     default=10.0,
     show_default=True,
-    help="Seconds between session heartbeats (use the same on every mount of a volume).",
+    help="Seconds between session heartbeats (a mount silent for 5 is cleaned up).",
 )
 @click.option("--ready-fd", type=int, hidden=True)
 def mount(args, **options) -> None:
@@ -294,7 +294,7 @@ def status(meta_url) -> None:
         dead = ""
         if s.host == host and not pid_alive(s.pid):
             dead = " DEAD (cleaned up by the next mount)"
-        elif age > 5 * 10:
+        elif s.stale(now, STALE_HEARTBEATS):
             dead = " STALE (no heartbeat; cleaned up by another mount)"
         click.echo(
             f"  #{s.id} {s.host} pid {s.pid} at {s.mountpoint} "

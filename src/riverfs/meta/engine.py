@@ -228,18 +228,22 @@ class Meta:
 
     # ---- sessions -------------------------------------------------------------------------
 
-    async def open_session(self, host: str, pid: int, mountpoint: str, version: str) -> int:
+    async def open_session(
+        self, host: str, pid: int, mountpoint: str, version: str, beat_every: float = 10.0
+    ) -> int:
         async def fn(tx):
             t = now_ns()
             return await tx.insert(
-                "INSERT INTO sessions (host, pid, mountpoint, version, started, heartbeat)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO sessions"
+                " (host, pid, mountpoint, version, started, heartbeat, beat_every)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 host,
                 pid,
                 mountpoint,
                 version,
                 t,
                 t,
+                beat_every,
             )
 
         self.session_id = await self.db.txn(fn)
@@ -257,7 +261,7 @@ class Meta:
     async def sessions(self) -> list[SessionInfo]:
         async def fn(tx):
             rows = await tx.all(
-                "SELECT id, host, pid, mountpoint, version, started, heartbeat"
+                "SELECT id, host, pid, mountpoint, version, started, heartbeat, beat_every"
                 " FROM sessions ORDER BY id"
             )
             return [SessionInfo(*r) for r in rows]
@@ -279,10 +283,6 @@ class Meta:
             return freed
 
         return await self.db.txn(fn)
-
-    async def stale_sessions(self, older_than: int) -> list[SessionInfo]:
-        """Sessions whose last heartbeat is before `older_than` (ns): their mounts are gone."""
-        return [s for s in await self.sessions() if s.heartbeat < older_than]
 
     async def take_lease(self, name: str, ttl: float) -> bool:
         """Hold lease `name` for `ttl` seconds if it is free, expired or ours already."""

@@ -87,7 +87,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     mountpoint TEXT NOT NULL,
     version    TEXT NOT NULL,
     started    INTEGER NOT NULL,
-    heartbeat  INTEGER NOT NULL
+    heartbeat  INTEGER NOT NULL,
+    beat_every REAL NOT NULL DEFAULT 10  -- seconds between its heartbeats
 );
 
 -- Inodes with nlink 0 kept alive because `session` still has them open.

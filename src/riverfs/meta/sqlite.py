@@ -96,6 +96,11 @@ class SQLiteDatabase:
             cols = [r[1] for r in self._conn.execute("PRAGMA table_info(changelog)")]
             if cols and "events" not in cols:  # schema 1 had an unused changelog of its own
                 self._conn.execute("DROP TABLE changelog")
+            cols = [r[1] for r in self._conn.execute("PRAGMA table_info(sessions)")]
+            if cols and "beat_every" not in cols:  # schema 1
+                self._conn.execute(
+                    "ALTER TABLE sessions ADD COLUMN beat_every REAL NOT NULL DEFAULT 10"
+                )
             self._conn.executescript(script)
 
     async def txn(self, fn: Callable[[SQLiteTx], Awaitable[T]], *, write: bool = True) -> T:

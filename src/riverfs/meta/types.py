@@ -88,6 +88,11 @@ class SessionInfo:
     version: str
     started: int
     heartbeat: int
+    beat_every: float = 10.0  # seconds between its heartbeats
+
+    def stale(self, now: int, beats: int) -> bool:
+        """True if the session missed `beats` heartbeats by `now` (ns): its mount is gone."""
+        return now - self.heartbeat > beats * self.beat_every * 1e9
 
 
 @dataclass(slots=True, frozen=True)

@@ -76,7 +76,6 @@ class VFS:
     # ---- life cycle -----------------------------------------------------------------------
 
     async def start(self, mountpoint: str) -> None:
-        await self.meta.prepare()
         await self.session.start(mountpoint)
         self.deleter.start()
         self.watcher.start()

@@ -37,7 +37,9 @@ class Session:
 
     async def start(self, mountpoint: str) -> None:
         await self._clean_dead_sessions()
-        await self.meta.open_session(socket.gethostname(), os.getpid(), mountpoint, __version__)
+        await self.meta.open_session(
+            socket.gethostname(), os.getpid(), mountpoint, __version__, self.heartbeat
+        )
         await self._elect()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -79,11 +81,11 @@ class Session:
         """Free what dead mounts left behind: mounts of this host whose process is gone, and
         any mount that missed STALE_HEARTBEATS heartbeats."""
         host = socket.gethostname()
-        stale = now_ns() - int(STALE_HEARTBEATS * self.heartbeat * 1e9)
+        now = now_ns()
         for s in await self.meta.sessions():
             if s.id == self.meta.session_id:
                 continue
-            if (s.host == host and not pid_alive(s.pid)) or s.heartbeat < stale:
+            if (s.host == host and not pid_alive(s.pid)) or s.stale(now, STALE_HEARTBEATS):
                 freed = await self.meta.close_session(s.id)
                 if freed:
                     self.deleter.poke()

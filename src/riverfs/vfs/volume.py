@@ -113,6 +113,7 @@ async def open_volume(meta_url: str) -> Volume:
                 f"volume not formatted: {redact_url(meta_url)} holds no riverfs volume; "
                 f"run `riverfs format {redact_url(meta_url)} --storage URL` first"
             )
+        await meta.prepare()  # a volume formatted by an older riverfs gets the new tables
         store = open_store(settings.storage)
         try:
             stored = json.loads(await store.get(SETTINGS_KEY))
