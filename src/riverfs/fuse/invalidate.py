@@ -23,18 +23,22 @@ class KernelInvalidator:
     def __init__(self) -> None:
         self._queue: asyncio.Queue[tuple] = asyncio.Queue(QUEUE_LIMIT)
         self._task: asyncio.Task | None = None
+        self._running: asyncio.Future | None = None  # the kernel call in its thread
         self.dropped = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        """Stop; a kernel call already in its thread finishes first (before unmount)."""
         if self._task is not None:
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        if self._running is not None and not self._running.done():
+            await asyncio.wait([self._running], timeout=10)
 
     def forget_entry(self, parent: int, name: bytes) -> None:
         self._put(("entry", parent, name))
@@ -54,7 +58,8 @@ class KernelInvalidator:
         loop = asyncio.get_running_loop()
         while True:
             item = await self._queue.get()
-            await loop.run_in_executor(None, _invalidate, item)
+            self._running = loop.run_in_executor(None, _invalidate, item)
+            await asyncio.shield(self._running)
 
 
 def _invalidate(item: tuple) -> None:

@@ -30,7 +30,8 @@ class MetaCache:
         self.generation = 0
         self._attrs: OrderedDict[int, tuple[Attr, float]] = OrderedDict()
         self._entries: OrderedDict[tuple[int, bytes], tuple[int, float]] = OrderedDict()
-        self._complete: OrderedDict[int, set[bytes]] = OrderedDict()  # dir -> names that may exist
+        # dir -> (names that may exist, expiry)
+        self._complete: OrderedDict[int, tuple[set[bytes], float]] = OrderedDict()
         self._complete_names = 0
 
     def attr(self, inode: int) -> Attr | None:
@@ -65,12 +66,27 @@ class MetaCache:
 
     def complete(self, directory: int) -> None:
         """`directory` was just created by this mount: it holds no entry yet."""
-        self._complete[directory] = set()
+        self._complete[directory] = (set(), time.monotonic() + self.ttl)
+        self._complete_names += 1  # a directory counts as one item too
+        self._trim_complete()
 
     def absent(self, parent: int, name: bytes) -> bool:
         """True if `name` surely does not exist in `parent`."""
-        names = self._complete.get(parent)
-        return names is not None and name not in names
+        item = self._complete.get(parent)
+        if item is None:
+            return False
+        if item[1] < time.monotonic():
+            self._drop_complete(parent)
+            return False
+        return name not in item[0]
+
+    def _drop_complete(self, directory: int) -> None:
+        names, _ = self._complete.pop(directory)
+        self._complete_names -= len(names) + 1
+
+    def _trim_complete(self) -> None:
+        while self._complete_names > self.limit:
+            self._drop_complete(next(iter(self._complete)))
 
     def forget(self, changes) -> None:
         """Drop what `changes` (Change items) touched."""
@@ -78,15 +94,13 @@ class MetaCache:
         for c in changes:
             if c.kind == "e":
                 self._entries.pop((c.inode, c.name), None)
-                names = self._complete.get(c.inode)
-                if names is not None and c.name not in names:
-                    names.add(c.name)
+                item = self._complete.get(c.inode)
+                if item is not None and c.name not in item[0]:
+                    item[0].add(c.name)
                     self._complete_names += 1
             else:
                 self._attrs.pop(c.inode, None)
-        while self._complete_names > self.limit:
-            _, names = self._complete.popitem(last=False)
-            self._complete_names -= len(names)
+        self._trim_complete()
 
     def clear(self) -> None:
         self.generation += 1

@@ -2,15 +2,17 @@
 
 A write transaction notes what it changed (`Changes`); the engine publishes the notes with the
 commit (PostgreSQL: NOTIFY in the same transaction; SQLite: a changelog row), and every other
-mount drops the kernel's cached entries and attributes for them (vfs/invalidator.py).
+mount drops the kernel's cached entries and attributes for them (vfs/watcher.py).
 
 Text form, small enough for a NOTIFY payload: `<session>|<event>;<event>...` where an event is
 `e<parent>/<hex name>` (a directory entry appeared, vanished or changed), `a<inode>`
-(attributes changed) or `d<inode>` (contents changed).
+(attributes changed), `d<inode>` (contents changed) or `u<inode>` (its last link went away:
+a mount that still has it open must claim it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAX_PAYLOAD = 7000  # PostgreSQL's NOTIFY limit is 8000 bytes
@@ -18,16 +20,18 @@ MAX_PAYLOAD = 7000  # PostgreSQL's NOTIFY limit is 8000 bytes
 
 @dataclass(slots=True, frozen=True)
 class Change:
-    kind: str  # "e" entry, "a" attributes, "d" data
+    kind: str  # "e" entry, "a" attributes, "d" data, "u" unlinked
     inode: int  # the inode (for "e": the parent directory)
     name: bytes = b""
 
 
 @dataclass(slots=True)
 class Changes:
-    """The changes one transaction made (deduplicated, in order)."""
+    """The changes one transaction made (deduplicated, in order), and what to do locally
+    once it committed (`after`: run right after COMMIT, before anything else can run)."""
 
     items: dict[Change, None] = field(default_factory=dict)
+    after: list[Callable[[], None]] = field(default_factory=list)
 
     def entry(self, parent: int, name: bytes) -> None:
         self.items[Change("e", parent, name)] = None
@@ -38,6 +42,9 @@ class Changes:
 
     def data(self, inode: int) -> None:
         self.items[Change("d", inode)] = None
+
+    def unlinked(self, inode: int) -> None:
+        self.items[Change("u", inode)] = None
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -73,7 +80,7 @@ def parse_payload(payload: str) -> tuple[int, list[Change]]:
             if text.startswith("e"):
                 parent, _, name = text[1:].partition("/")
                 changes.append(Change("e", int(parent), bytes.fromhex(name)))
-            elif text[:1] in ("a", "d"):
+            elif text[:1] in ("a", "d", "u"):
                 changes.append(Change(text[0], int(text[1:])))
         except ValueError:
             continue

@@ -92,9 +92,14 @@ class Meta:
         self.cache = MetaCache() if getattr(db, "notifies", False) else None
         db.on_commit = self._committed
 
-    def _committed(self, changes: Changes) -> None:
+    def _committed(self, changes: Changes, committed: bool = True) -> None:
+        """After a COMMIT (or one whose outcome a lost connection hid: `committed` False),
+        before anything else runs: drop what changed from the cache, then the `after` hooks."""
         if self.cache is not None and changes:
             self.cache.forget(changes.items)
+        if committed:
+            for hook in changes.after:
+                hook()
 
     def forget(self, changes) -> None:
         """Another mount changed these (Change items): drop them from the cache."""
@@ -250,13 +255,15 @@ class Meta:
         self.db.session = self.session_id
         return self.session_id
 
-    async def heartbeat(self) -> None:
+    async def heartbeat(self) -> bool:
+        """Renew this session; False if it is gone (another mount judged it dead)."""
+
         async def fn(tx):
-            await tx.run(
+            return await tx.run(
                 "UPDATE sessions SET heartbeat = ? WHERE id = ?", now_ns(), self.session_id
             )
 
-        await self.db.txn(fn)
+        return bool(await self.db.txn(fn))
 
     async def sessions(self) -> list[SessionInfo]:
         async def fn(tx):
@@ -318,7 +325,11 @@ class Meta:
             attr = await self._attr(tx, inode)
             if attr is None or attr.nlink > 0:
                 return attr is not None
-            await tx.run("INSERT OR IGNORE INTO sustained VALUES (?, ?)", self.session_id, inode)
+            # Writing the node row makes a concurrent free of it conflict (and retry): the
+            # free then sees this claim.
+            await tx.run("UPDATE nodes SET nlink = 0 WHERE inode = ?", inode)
+            await tx.defer("DELETE FROM doomed WHERE inode = ?", inode)
+            await tx.defer("INSERT OR IGNORE INTO sustained VALUES (?, ?)", self.session_id, inode)
             return True
 
         return await self.db.txn(fn)
@@ -327,14 +338,19 @@ class Meta:
         """Free the doomed inodes queued before `older_than` (ns) that no mount sustains."""
 
         async def fn(tx):
-            rows = await tx.all("SELECT inode FROM doomed WHERE at < ? LIMIT 1000", older_than)
+            rows = await tx.all("SELECT inode FROM doomed WHERE at < ? LIMIT 200", older_than)
             freed = 0
             for (inode,) in rows:
-                await tx.run("DELETE FROM doomed WHERE inode = ?", inode)
+                await tx.run("DELETE FROM doomed WHERE inode = ?", inode)  # read back below
                 freed += await self._free_if_unused(tx, inode, grace=False)
-            return freed
+            return freed, len(rows)
 
-        return await self.db.txn(fn)
+        total = 0
+        while True:  # small transactions: a large rm -rf elsewhere must not stall for long
+            freed, seen = await self.db.txn(fn)
+            total += freed
+            if seen < 200:
+                return total
 
     async def _free_if_unused(self, tx, inode: int, grace: bool = True, mine: int = 0) -> int:
         """Free a deleted inode unless a session other than `mine` keeps it (sustained) or
@@ -398,9 +414,10 @@ class Meta:
         )
         return Attr(*row) if row else None
 
-    async def getattr(self, inode: int) -> Attr:
+    async def getattr(self, inode: int, fresh: bool = False) -> Attr:
+        """The inode's attributes; `fresh` skips the cache (open: close-to-open)."""
         cache = self.cache
-        if cache is None:
+        if cache is None or fresh:
             return await self.db.txn(lambda tx: self._must_attr(tx, inode), write=False)
         attr = cache.attr(inode)
         if attr is None:
@@ -543,15 +560,19 @@ class Meta:
                 await tx.defer("INSERT INTO symlinks VALUES (?, ?)", inode, target)
             await self._count(tx, 1)
             tx.changes.entry(parent, name)
-            return attr, pattr
+            if self.cache is not None:
+                tx.changes.after.append(lambda: self._created(attr, pattr, name))
+            return attr
 
-        attr, pattr = await self.db.txn(fn)
-        if self.cache is not None:  # both as committed: the kernel asks for the parent next
-            self.cache.put(attr, self.cache.generation, (parent, name))
-            self.cache.put(pattr, self.cache.generation)
-            if attr.is_dir:
-                self.cache.complete(attr.inode)
-        return attr
+        return await self.db.txn(fn)
+
+    def _created(self, attr: Attr, pattr: Attr, name: bytes) -> None:
+        """Cache a create's results as committed: the kernel asks for the parent next."""
+        cache = self.cache
+        cache.put(attr, cache.generation, (pattr.inode, name))
+        cache.put(pattr, cache.generation)
+        if attr.is_dir:
+            cache.complete(attr.inode)
 
     async def link(self, inode: int, parent: int, name: bytes) -> Attr:
         check_name(name)
@@ -580,21 +601,23 @@ class Meta:
     async def _drop_link(self, tx, attr: Attr, t: int, in_use: InUse) -> None:
         """One link of `attr` went away: free it, or keep it while this mount still uses it
         (open handles, or the kernel still refers to it)."""
-        tx.changes.attr(attr.inode)
         if not attr.is_dir and attr.nlink > 1:
+            tx.changes.attr(attr.inode)
             await tx.run(
                 "UPDATE nodes SET nlink = nlink - 1, ctime = ? WHERE inode = ?", t, attr.inode
             )
-        elif in_use(attr.inode):
-            await tx.run("UPDATE nodes SET nlink = 0, ctime = ? WHERE inode = ?", t, attr.inode)
-            await tx.run(
+            return
+        tx.changes.unlinked(attr.inode)  # mounts that still use it claim it on this event
+        if in_use(attr.inode):
+            await tx.defer("UPDATE nodes SET nlink = 0, ctime = ? WHERE inode = ?", t, attr.inode)
+            await tx.defer(
                 "INSERT OR IGNORE INTO sustained VALUES (?, ?)", self.session_id, attr.inode
             )
         elif await self._others_live(tx):
             # Another mount may have it open: it hears of the removal and sustains it, or
             # the leader frees it after a grace period.
-            await tx.run("UPDATE nodes SET nlink = 0, ctime = ? WHERE inode = ?", t, attr.inode)
-            await tx.run("INSERT OR IGNORE INTO doomed VALUES (?, ?)", attr.inode, t)
+            await tx.defer("UPDATE nodes SET nlink = 0, ctime = ? WHERE inode = ?", t, attr.inode)
+            await tx.defer("INSERT OR IGNORE INTO doomed VALUES (?, ?)", attr.inode, t)
         else:
             await self._free(tx, attr)
 
@@ -643,7 +666,14 @@ class Meta:
         return await self.db.txn(fn)
 
     async def _is_within(self, tx, inode: int, ancestor: int) -> bool:
-        """True if directory `inode` is `ancestor` or lies below it."""
+        """True if directory `inode` is `ancestor` or lies below it.
+
+        The walk reads ancestors it does not write, so two directory moves on different
+        mounts could each pass it and together make a loop. Every directory move therefore
+        writes one volume-wide row first (the kernel's rename mutex, across mounts): two of
+        them conflict and the second is retried, seeing the first.
+        """
+        await tx.run("UPDATE settings SET value = value WHERE name = 'volume'")
         while True:
             if inode == ancestor:
                 return True

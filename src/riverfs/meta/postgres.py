@@ -35,6 +35,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from riverfs.errors import FSError, RiverError
 from riverfs.meta.changes import Changes
 from riverfs.meta.engine import DuplicateKey
+from riverfs.objects.urls import redact_url
 
 log = logging.getLogger(__name__)
 # psycopg warns about every pipeline a conflict aborts; the retry loop handles them.
@@ -154,7 +155,7 @@ class PostgresDatabase:
         self.session = 0
         self.outage_timeout = OUTAGE_TIMEOUT
         self.notifies = True  # every commit is announced: a mount-side cache stays coherent
-        self.on_commit: Callable[[Changes], None] = lambda changes: None
+        self.on_commit: Callable[..., None] = lambda changes, committed=True: None
 
     @classmethod
     async def connect(cls, url: str, shown: str) -> PostgresDatabase:
@@ -187,6 +188,10 @@ class PostgresDatabase:
             for statement in pg_ddl(script).split(";"):
                 if statement.strip():
                     await tx._conn.execute(statement)
+            # Columns added after a table first shipped:
+            await tx._conn.execute(
+                "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS beat_every REAL NOT NULL DEFAULT 10"
+            )
 
         await self.txn(fn)
 
@@ -232,7 +237,12 @@ class PostgresDatabase:
             tx = PgTx(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ")
             try:
                 result = await fn(tx)
-                await tx.commit(self.session)
+                try:
+                    await tx.commit(self.session)
+                except psycopg.OperationalError:
+                    # Committed or not, nobody can say: what it changed is not cached here.
+                    self.on_commit(tx.changes, committed=False)
+                    raise
                 self.on_commit(tx.changes)
                 return result
             except psycopg.errors.InvalidSqlStatementName:
@@ -286,7 +296,13 @@ class PostgresDatabase:
 def _conninfo(url: str) -> str:
     """libpq connection string for `url`; the password can come from RIVERFS_META_PASSWORD."""
     url = url.replace("postgres://", "postgresql://", 1)
-    params = psycopg.conninfo.conninfo_to_dict(url)
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as e:  # its message may quote the password
+        raise RiverError(
+            f"metadata URL {redact_url(url)} is malformed (percent-encode special characters "
+            f"of the user and password): {type(e).__name__}"
+        ) from None
     password = os.environ.get("RIVERFS_META_PASSWORD")
     if password and "password" not in params:
         params["password"] = password

@@ -31,6 +31,7 @@ T = TypeVar("T")
 
 MAX_ATTEMPTS = 50
 POLL_INTERVAL = 0.2  # seconds between changelog polls
+POLL_BATCH = 1000
 CHANGELOG_KEEP_NS = 60 * 10**9  # changelog rows older than this are trimmed
 _BUSY_MESSAGES = ("database is locked", "database is busy", "database table is locked")
 
@@ -89,7 +90,7 @@ class SQLiteDatabase:
             raise RiverError(f"cannot open metadata database {path}: {e}") from e
         self._lock = asyncio.Lock()
         self.session = 0  # set once the mount has registered its session
-        self.on_commit: Callable[[Changes], None] = lambda changes: None
+        self.on_commit: Callable[..., None] = lambda changes, committed=True: None
 
     async def executescript(self, script: str) -> None:
         async with self._lock:
@@ -145,9 +146,13 @@ class SQLiteDatabase:
         row = await self.txn(lambda tx: tx.one("SELECT MAX(id) FROM changelog"), write=False)
         last = row[0] or 0
         polls = 0
+        rows: list[tuple] = []
         while True:
-            await asyncio.sleep(POLL_INTERVAL)
+            if len(rows) < POLL_BATCH:  # a full batch: more may be waiting, no pause
+                await asyncio.sleep(POLL_INTERVAL)
             rows = await self.txn(functools.partial(_changes_after, last=last), write=False)
+            if rows and rows[0][0] != last + 1:
+                yield ""  # rows were trimmed before this mount read them: changes missed
             for row_id, events in rows:
                 last = row_id
                 yield events
@@ -165,7 +170,7 @@ class SQLiteDatabase:
 
 async def _changes_after(tx: SQLiteTx, last: int) -> list[tuple]:
     return await tx.all(
-        "SELECT id, events FROM changelog WHERE id > ? ORDER BY id LIMIT 1000", last
+        "SELECT id, events FROM changelog WHERE id > ? ORDER BY id LIMIT ?", last, POLL_BATCH
     )
 
 

@@ -178,6 +178,10 @@ class VFS:
     def known_inodes(self) -> list[int]:
         return [1, *self._kernel_refs]
 
+    def open_inodes(self) -> list[int]:
+        """Inodes with open handles in this mount."""
+        return list(self._lengths)
+
     def sustained_here(self, inode: int) -> None:
         """Another mount deleted `inode`, which this mount uses: free it when done with it."""
         self._sustained.add(inode)
@@ -293,7 +297,7 @@ class VFS:
         """Open a file; return (handle, keep kernel cache)."""
         if flags & _WRITE_FLAGS:
             self._writable()
-        attr = await self.meta.getattr(inode)
+        attr = await self.meta.getattr(inode, fresh=True)  # close-to-open: ask the database
         if attr.is_dir:
             raise FSError(errno.EISDIR)
         if flags & os.O_TRUNC and attr.is_file:

@@ -33,9 +33,11 @@ class Session:
         self.heartbeat = heartbeat
         self.doom_grace = doom_grace
         self.leader = False
+        self.mountpoint = ""
         self._task: asyncio.Task | None = None
 
     async def start(self, mountpoint: str) -> None:
+        self.mountpoint = mountpoint
         await self._clean_dead_sessions()
         await self.meta.open_session(
             socket.gethostname(), os.getpid(), mountpoint, __version__, self.heartbeat
@@ -59,7 +61,8 @@ class Session:
             await asyncio.sleep(self.heartbeat)
             beats += 1
             try:
-                await self.meta.heartbeat()
+                if not await self.meta.heartbeat():
+                    await self._lost()
                 await self._elect()
                 if self.leader:
                     await self._clean_dead_sessions()
@@ -69,6 +72,18 @@ class Session:
                         await self.meta.fold_usage()
             except Exception as e:
                 log.warning("session upkeep failed (retrying next heartbeat): %s", e)
+
+    async def _lost(self) -> None:
+        """Another mount judged this session dead (it was silent, or the clocks disagree) and
+        freed what it kept open: register again, so that this mount counts as live."""
+        log.error(
+            "this mount's session %d was cleaned up by another mount (missed heartbeats or "
+            "clock skew); files deleted elsewhere while open here may be gone. Registering again",
+            self.meta.session_id,
+        )
+        await self.meta.open_session(
+            socket.gethostname(), os.getpid(), self.mountpoint, __version__, self.heartbeat
+        )
 
     async def _elect(self) -> None:
         leader = await self.meta.take_lease(LEASE, self.heartbeat * 3)

@@ -8,7 +8,9 @@ see meta/changes.py). For each change made by another session, the watcher
   show the change at once instead of after the attribute/entry timeout;
 - drops this mount's own cached chunk views of changed files;
 - sustains an inode another mount deleted while this mount still has it open (the leader
-  frees doomed inodes only after a grace period, so this happens first).
+  frees doomed inodes only after a grace period, so this happens first). Only open handles
+  count across mounts; a current directory or O_PATH descriptor here does not keep a file
+  another mount deleted.
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ class ChangeWatcher:
             except Exception:
                 log.exception("change watcher failed; restarting it")
                 await asyncio.sleep(1)
+            try:  # whatever happened meanwhile was not heard
+                await self._resync()
+            except Exception as e:
+                log.warning("dropping cached attributes after a watcher restart failed: %s", e)
 
     async def apply(self, changes: list[Change]) -> None:
         vfs = self.vfs
@@ -89,12 +95,15 @@ class ChangeWatcher:
                 if vfs.kernel_knows(c.inode):
                     self.kernel.forget_entry(c.inode, c.name)
                 continue
-            if c.kind == "d":
-                await vfs.changed_elsewhere(c.inode)
             if vfs.kernel_knows(c.inode):
                 self.kernel.forget_inode(c.inode, data=c.kind == "d")
-            if c.kind == "a" and vfs.in_use(c.inode):
-                await self._keep_if_deleted(c.inode)
+            try:
+                if c.kind == "d":
+                    await vfs.changed_elsewhere(c.inode)
+                elif c.kind == "u" and vfs.handles.is_open(c.inode):
+                    await self._keep_if_deleted(c.inode)
+            except Exception as e:  # one change failing must not lose the others
+                log.warning("applying change %s of another mount failed: %s", c, e)
 
     async def _keep_if_deleted(self, inode: int) -> None:
         try:
@@ -111,5 +120,5 @@ class ChangeWatcher:
             self.vfs.meta.cache.clear()
         for inode in self.vfs.known_inodes()[:MAX_RESYNC]:
             self.kernel.forget_inode(inode, data=False)
-            if self.vfs.in_use(inode):
-                await self._keep_if_deleted(inode)
+        for inode in self.vfs.open_inodes():
+            await self._keep_if_deleted(inode)
