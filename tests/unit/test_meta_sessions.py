@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 
 import pytest
-from unit_helpers import FILE, ROOT, async_test, meta_url, new_meta, sql_all, sql_one
+from unit_helpers import DIR, FILE, ROOT, async_test, meta_url, new_meta, sql_all, sql_one
 
 from riverfs.meta import open_meta
 from riverfs.meta.changes import Change, Changes, parse_payload
@@ -155,3 +156,41 @@ def test_change_payloads_round_trip_and_split_below_the_notify_limit():
     assert parsed == list(changes.items)
     assert {parse_payload(p)[0] for p in payloads} == {42}
     assert parse_payload("garbage") == (0, [])
+
+
+@async_test
+async def test_crossing_directory_moves_from_two_mounts_never_make_a_loop(tmp_path):
+    meta = await new_meta(tmp_path)
+    other = await open_meta(meta_url(tmp_path))
+    for _ in range(5):
+        x = await meta.create(ROOT, b"x", DIR, 0, 0)
+        a = await meta.create(x.inode, b"a", DIR, 0, 0)
+        a1 = await meta.create(a.inode, b"a1", DIR, 0, 0)
+        y = await meta.create(ROOT, b"y", DIR, 0, 0)
+        b = await meta.create(y.inode, b"b", DIR, 0, 0)
+        b1 = await meta.create(b.inode, b"b1", DIR, 0, 0)
+        results = await asyncio.gather(
+            meta.rename(x.inode, b"a", b1.inode, b"z", 0, never),  # a under b
+            other.rename(y.inode, b"b", a1.inode, b"w", 0, never),  # b under a
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, Exception)]
+        assert len(errors) == 1 and errors[0].errno == errno.EINVAL, results
+        for d in (a, b):  # both still reachable from the root (read from the database)
+            inode, seen = d.inode, set()
+            while inode != ROOT:
+                assert inode not in seen
+                seen.add(inode)
+                (inode,) = await sql_one(meta, "SELECT parent FROM nodes WHERE inode = ?", inode)
+        # `other` cached nothing of these (no watcher runs here to keep `meta`'s cache fresh)
+        for name in (b"x", b"y"):
+            await remove_tree(other, ROOT, name)
+    await other.close()
+    await meta.close()
+
+
+async def remove_tree(meta, parent: int, name: bytes) -> None:
+    attr = await meta.lookup(parent, name)
+    for e in await meta.readdir(attr.inode, 0, 100):
+        await remove_tree(meta, attr.inode, e.name)
+    await meta.rmdir(parent, name, never)
