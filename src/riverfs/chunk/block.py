@@ -11,20 +11,28 @@ Each stored block is self-checking, so corruption is detected, never served:
     page table:        crc32 u32 of each page (1 << page shift bytes) of the stored payload
     payload:           the block, compressed or not, `stored length` bytes
 
-flags bits 0-1: compression (0 none, 1 zstd, 2 lz4); bit 7: encrypted (reserved). The header
-crc covers the header's other fields and the page table; each page crc covers its page. So a
-flipped bit anywhere is caught before decompression, and a reader that needs a few KiB of an
-uncompressed block can fetch and verify just the pages holding them (`page_span`).
+flags bits 0-1: compression (0 none, 1 zstd, 2 lz4); bit 7: encrypted. The header crc covers
+the header's other fields and the page table; each page crc covers its page. So a flipped bit
+anywhere is caught before decompression, and a reader that needs a few KiB of an uncompressed
+block can fetch and verify just the pages holding them (`page_span`).
+
+An encrypted block's payload is `nonce (12 bytes) | AES-256-GCM ciphertext and tag` of the
+(compressed) block, with the object key and the header fields as associated data: a block
+moved to another key, truncated or altered fails authentication and is never served. On an
+encrypted volume a block without the flag is refused too (it could be a planted one).
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import threading
 import zlib
 
 import lz4.block
 import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 CHUNK_SIZE = 64 << 20
 MAGIC = b"RVBK"
@@ -34,6 +42,8 @@ PAGE_SHIFT = 16  # 64 KiB pages
 PAGE_SIZE = 1 << PAGE_SHIFT
 COMPRESSIONS = {"none": 0, "zstd": 1, "lz4": 2}
 _COMPRESSION_MASK = 0x03
+ENCRYPTED = 0x80
+NONCE = 12
 
 
 class BlockCorrupt(Exception):
@@ -84,8 +94,17 @@ def _page_crcs(payload) -> bytes:
     return struct.pack(f"<{len(crcs)}I", *crcs)
 
 
-def encode_block(data: bytes | bytearray | memoryview, compression: str = "none") -> bytes:
-    """The stored form of a block: header, page table, (compressed) payload."""
+def _aad(key: str, flags: int, plain: int, stored: int) -> bytes:
+    return b"%s|%d|%d|%d" % (key.encode(), flags, plain, stored)
+
+
+def encode_block(
+    data: bytes | bytearray | memoryview,
+    compression: str = "none",
+    cipher: AESGCM | None = None,
+    key: str = "",
+) -> bytes:
+    """The stored form of block `key`: header, page table, (compressed, encrypted) payload."""
     algo = COMPRESSIONS[compression]
     if algo == 1:
         payload = _zstd()[0].compress(data)
@@ -95,8 +114,14 @@ def encode_block(data: bytes | bytearray | memoryview, compression: str = "none"
         payload = data
     if algo and len(payload) >= len(data):  # incompressible: store raw, say so in the flags
         algo, payload = 0, data
+    flags = algo
+    if cipher is not None:
+        flags |= ENCRYPTED
+        nonce = os.urandom(NONCE)
+        stored = NONCE + len(payload) + 16
+        payload = nonce + cipher.encrypt(nonce, bytes(payload), _aad(key, flags, len(data), stored))
     table = _page_crcs(payload)
-    fields = (MAGIC, VERSION, algo, PAGE_SHIFT, 0, len(data), len(payload))
+    fields = (MAGIC, VERSION, flags, PAGE_SHIFT, 0, len(data), len(payload))
     crc = zlib.crc32(table, zlib.crc32(HEADER.pack(*fields, 0)))
     return b"".join((HEADER.pack(*fields, crc), table, payload))
 
@@ -129,10 +154,12 @@ def _check_pages(payload, table: bytes, first_page: int, key: str) -> None:
             raise BlockCorrupt(f"{key}: checksum mismatch in page {first_page + n}")
 
 
-def decode_block(raw: bytes | memoryview, key: str) -> bytes | memoryview:
+def decode_block(
+    raw: bytes | memoryview, key: str, cipher: AESGCM | None = None
+) -> bytes | memoryview:
     """The plaintext of a stored block; BlockCorrupt if anything does not check out.
 
-    An uncompressed block comes back as a view into `raw` (no copy).
+    An uncompressed, unencrypted block comes back as a view into `raw` (no copy).
     """
     flags, plain_len, stored, table = _read_header(raw, key)
     start = payload_offset(stored)
@@ -140,6 +167,18 @@ def decode_block(raw: bytes | memoryview, key: str) -> bytes | memoryview:
     if len(payload) != stored:
         raise BlockCorrupt(f"{key}: {len(payload)} payload bytes, the header says {stored}")
     _check_pages(payload, table, 0, key)
+    if bool(flags & ENCRYPTED) != (cipher is not None):
+        state = "encrypted" if flags & ENCRYPTED else "not encrypted"
+        raise BlockCorrupt(f"{key}: block is {state}, the volume is not")
+    if cipher is not None:
+        try:
+            payload = cipher.decrypt(
+                payload[:NONCE], payload[NONCE:], _aad(key, flags, plain_len, stored)
+            )
+        except InvalidTag:
+            raise BlockCorrupt(
+                f"{key}: authentication failed (altered, or moved from another key)"
+            ) from None
     algo = flags & _COMPRESSION_MASK
     try:
         if algo == 0:
@@ -169,7 +208,7 @@ def decode_range(head, pages, key: str, length: int, start: int, end: int) -> by
     """Bytes [start, end) of an uncompressed block, from its verified header (`head`: the
     object's first `payload_offset(length)` bytes) and the pages `page_span` named."""
     flags, _, stored, table = _read_header(head, key, plain_len=length)
-    if flags & _COMPRESSION_MASK or stored != length:
+    if flags & (_COMPRESSION_MASK | ENCRYPTED) or stored != length:
         raise BlockCorrupt(f"{key}: compressed, cannot read a range")  # callers check first
     first, lo, hi = page_span(length, start, end)
     if len(pages) != hi - lo:

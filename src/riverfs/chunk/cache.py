@@ -2,7 +2,9 @@
 
 Blocks are cached exactly as stored (header and checksum included), so every read from the
 cache is verified like a read from the store, and an encrypted volume's cache is encrypted for
-free. A file's name is the object key with '/' flattened, under `<dir>/blocks/`.
+free. A file's name is the object key with '/' flattened, under `<dir>/blocks/`; for an
+encrypted volume it is a keyed hash of the object key (`name_of`), so the cache reveals
+neither paths nor object keys.
 
 Limits: `capacity` bytes, and at least `min_free` (a ratio) of the disk left free. Eviction is
 least-recently-used; the index is rebuilt from the directory at start-up. All file I/O runs in
@@ -15,14 +17,23 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 
 class DiskCache:
-    def __init__(self, directory: Path, capacity: int, min_free: float = 0.1) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        capacity: int,
+        min_free: float = 0.1,
+        name_of: Callable[[str], str] | None = None,
+    ) -> None:
         self.dir = directory / "blocks"
+        if name_of is not None:
+            self._name = name_of
         self.capacity = capacity
         self.min_free = min_free
         self._index: OrderedDict[str, int] = OrderedDict()  # file name -> size, LRU first

@@ -14,6 +14,8 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from riverfs.chunk.block import (
     BlockCorrupt,
     block_key,
@@ -42,10 +44,12 @@ class BlockStore:
         memory_limit: int = 64 << 20,
         max_prefetch: int = 8,
         workers: int = 4,
+        cipher: AESGCM | None = None,
     ) -> None:
         self.store = store
         self.block_size = block_size
         self.compression = compression
+        self.cipher = cipher  # the volume's block key when it is encrypted
         self.cache = cache
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="riverfs-block")
         self._mem: OrderedDict[str, bytes | memoryview] = OrderedDict()
@@ -95,7 +99,8 @@ class BlockStore:
         key = block_key(slice_id, index, length)
         at_hand = key in self._mem or key in self._inflight
         cached = self.cache is not None and self.cache.has(key)
-        if at_hand or cached or self.compression != "none" or end - start > length // 4:
+        whole = self.compression != "none" or self.cipher is not None  # no page access
+        if at_hand or cached or whole or end - start > length // 4:
             return (await self.load(slice_id, index, length))[start:end]
         _, lo, hi = page_span(length, start, end)
         try:
@@ -118,7 +123,7 @@ class BlockStore:
             raw = await self._run(self.cache.get, key)
             if raw is not None:
                 try:
-                    return await self._code(decode_block, raw, key)
+                    return await self._code(self._decode, raw, key)
                 except BlockCorrupt as e:
                     log.warning("dropping corrupt cached block: %s", e)
                     await self._run(self.cache.discard, key)
@@ -126,10 +131,16 @@ class BlockStore:
             raw = await self.store.get_buffer(key)
         except ObjectNotFound as e:
             raise BlockCorrupt(f"{key}: object missing from the store") from e
-        data = await self._code(decode_block, raw, key)
+        data = await self._code(self._decode, raw, key)
         if self.cache is not None:
             await self._run(self.cache.put, key, raw)
         return data
+
+    def _decode(self, raw: bytes | memoryview, key: str) -> bytes | memoryview:
+        return decode_block(raw, key, self.cipher)
+
+    def _encode(self, data: bytes | bytearray, key: str) -> bytes:
+        return encode_block(data, self.compression, self.cipher, key)
 
     def _remember(self, key: str, data: bytes | memoryview) -> None:
         if len(data) > self._mem_limit:
@@ -162,7 +173,7 @@ class BlockStore:
     async def save(self, slice_id: int, index: int, data: bytes | bytearray) -> None:
         """Encode and upload one block; cache its stored form."""
         key = block_key(slice_id, index, len(data))
-        raw = await self._code(encode_block, data, self.compression)
+        raw = await self._code(self._encode, data, key)
         await self.store.put(key, raw)
         if self.cache is not None:
             await self._run(self.cache.put, key, raw)

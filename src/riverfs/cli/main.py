@@ -27,6 +27,7 @@ from riverfs.cli.defaults import (
     parse_size,
 )
 from riverfs.cli.obj import obj
+from riverfs.cli.passphrase import ENV, passphrase_group, read_passphrase
 from riverfs.errors import RiverError
 from riverfs.objects.urls import redact_url
 from riverfs.vfs.session import STALE_HEARTBEATS, pid_alive
@@ -67,7 +68,16 @@ def cli() -> None:
 )
 @click.option("--capacity", default="1P", show_default=True, help="Size statfs reports.")
 @click.option("--force", is_flag=True, help="Overwrite an existing volume.")
-def format_cmd(meta_url, storage_url, block_size, compress, capacity, force) -> None:
+@click.option(
+    "--encrypt",
+    is_flag=True,
+    help="Encrypt blocks (AES-256-GCM) with a key protected by a passphrase "
+    "(RIVERFS_PASSPHRASE, --key-file, or a prompt).",
+)
+@click.option("--key-file", type=click.Path(path_type=Path), help="File with the passphrase.")
+def format_cmd(
+    meta_url, storage_url, block_size, compress, capacity, force, encrypt, key_file
+) -> None:
     """Create a volume (default: the one in ~/.local/share/riverfs/default)."""
     from riverfs.meta import check_meta_url
     from riverfs.vfs.volume import format_volume
@@ -78,6 +88,9 @@ def format_cmd(meta_url, storage_url, block_size, compress, capacity, force) -> 
     bs = parse_size(block_size)
     if not 64 << 10 <= bs <= CHUNK_SIZE:
         raise RiverError(f"--block-size {block_size} is out of range: use 64K to 64M")
+    if key_file is not None and not encrypt:
+        raise RiverError("--key-file is for encrypted volumes: add --encrypt")
+    secret = read_passphrase(key_file, confirm=True) if encrypt else None
     settings = asyncio.run(
         format_volume(
             meta_url,
@@ -86,12 +99,14 @@ def format_cmd(meta_url, storage_url, block_size, compress, capacity, force) -> 
             compression=compress,
             capacity=parse_size(capacity),
             force=force,
+            passphrase=secret,
         )
     )
     click.echo(
         f"formatted volume {settings.uuid}: metadata {redact_url(meta_url)}, "
         f"storage {redact_url(storage_url)}, "
         f"block size {human_size(bs)}, compression {compress}"
+        + (", encrypted (AES-256-GCM)" if encrypt else "")
     )
 
 
@@ -145,6 +160,9 @@ def _ensure_default_volume() -> str:
     show_default=True,
     help="Seconds between session heartbeats (a mount silent for 5 is cleaned up).",
 )
+@click.option(
+    "--key-file", type=click.Path(path_type=Path), help="Passphrase file (encrypted volumes)."
+)
 @click.option("--ready-fd", type=int, hidden=True)
 def mount(args, **options) -> None:
     """Mount a volume (default: the default volume) at MOUNTPOINT."""
@@ -174,6 +192,7 @@ def _mount(
     read_only,
     debug,
     heartbeat,
+    key_file,
     ready_fd,
 ) -> None:
     from riverfs.fuse.mount import check_mountpoint, serve
@@ -216,8 +235,13 @@ def _mount(
             str(heartbeat),
         ]
         argv += ["--read-only"] * read_only + ["--debug"] * debug
+        env = {daemon.META_URL_ENV: meta_url}
+        if key_file is not None:
+            argv += ["--key-file", os.path.abspath(key_file)]
+        elif asyncio.run(_is_encrypted(meta_url)):  # ask here: the daemon has no terminal
+            env[ENV] = read_passphrase(None)
         log_path = cache_dir / "mount.log"
-        pid = daemon.spawn_background(argv, log_path, {daemon.META_URL_ENV: meta_url})
+        pid = daemon.spawn_background(argv, log_path, env)
         click.echo(
             f"mounted {redact_url(meta_url)} at {mountpoint} (daemon pid {pid}, log {log_path}); "
             f"unmount with: riverfs umount {mountpoint}"
@@ -228,6 +252,11 @@ def _mount(
 
     async def run() -> None:
         volume = await open_volume(meta_url)
+        try:
+            volume.unlock(lambda: read_passphrase(key_file))
+        except BaseException:
+            await volume.meta.close()
+            raise
         pid_path = None
 
         def ready() -> None:
@@ -242,6 +271,16 @@ def _mount(
                 pid_path.unlink(missing_ok=True)
 
     asyncio.run(run())
+
+
+async def _is_encrypted(meta_url: str) -> bool:
+    from riverfs.vfs.volume import open_volume
+
+    volume = await open_volume(meta_url)
+    try:
+        return volume.encrypted
+    finally:
+        await volume.meta.close()
 
 
 # ---- umount ---------------------------------------------------------------------------------
@@ -283,6 +322,8 @@ def status(meta_url) -> None:
     click.echo(f"storage:     {redact_url(settings.storage)}")
     click.echo(f"block size:  {human_size(settings.block_size)}")
     click.echo(f"compression: {settings.compression}")
+    encryption = "AES-256-GCM, key wrapped by a passphrase" if settings.encryption else "none"
+    click.echo(f"encryption:  {encryption}")
     click.echo(f"created:     {created}")
     click.echo(f"capacity:    {human_size(settings.capacity)}")
     click.echo(f"used:        {human_size(usage.used_bytes)} in {usage.inodes} inodes")
@@ -306,6 +347,7 @@ def status(meta_url) -> None:
 
 
 cli.add_command(obj)
+cli.add_command(passphrase_group)
 
 
 def main() -> None:

@@ -96,12 +96,20 @@ async def serve(
 ) -> None:
     """Mount, call `on_ready`, serve requests; on exit flush everything and unmount."""
     settings = volume.settings
+    if volume.encrypted and volume.keys is None:
+        raise RiverError("the volume is encrypted: unlock it with its passphrase first")
+    keys = volume.keys
     cache = None
     cache_size = options.cache_size
     if cache_size is None:  # a local store is its own cache: caching it only doubles writes
         cache_size = 0 if settings.storage.startswith(LOCAL_SCHEMES) else DEFAULT_CACHE_SIZE
     if cache_size > 0:
-        cache = DiskCache(options.cache_dir / settings.uuid, cache_size, options.cache_min_free)
+        cache = DiskCache(
+            options.cache_dir / settings.uuid,
+            cache_size,
+            options.cache_min_free,
+            name_of=keys.cache_name if keys is not None else None,
+        )
     blocks = BlockStore(
         volume.store,
         settings.block_size,
@@ -109,6 +117,7 @@ async def serve(
         cache,
         memory_limit=options.read_cache_size,
         max_prefetch=options.max_prefetch,
+        cipher=keys.blocks if keys is not None else None,
     )
     target = mount_path(mountpoint)
     vfs = VFS(volume.meta, blocks, settings, options)

@@ -167,6 +167,14 @@ class Meta:
 
         return await self.db.txn(fn, write=False)
 
+    async def save_settings(self, settings: VolumeSettings) -> None:
+        """Replace the volume settings (a new passphrase wraps the master key)."""
+
+        async def fn(tx):
+            await tx.run("UPDATE settings SET value = ? WHERE name = 'volume'", settings.to_json())
+
+        await self.db.txn(fn)
+
     async def prepare(self) -> None:
         """Bring an existing volume's schema up to date (new tables are created empty)."""
         await self.db.executescript(TABLES)

@@ -70,6 +70,8 @@ class VolumeSettings:
     format_version: int = FORMAT_VERSION
     created: int = 0
     extra: dict = field(default_factory=dict)
+    # Empty, or the wrapped master key and how to unwrap it (chunk/crypto.py).
+    encryption: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

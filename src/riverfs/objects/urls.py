@@ -71,6 +71,8 @@ def redact_url(url: str) -> str:
             for k, v in parse_qsl(query, keep_blank_values=True)
         ]
         query = urlencode(pairs, safe=":/")
+    if netloc == parts.netloc and query == parts.query:
+        return url  # nothing secret (urlunsplit would also turn sqlite:/// into sqlite:/)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 

@@ -7,12 +7,15 @@ database.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from riverfs.chunk import crypto
 from riverfs.errors import RiverError
 from riverfs.meta import Meta, VolumeSettings, open_meta
 from riverfs.objects import ObjectNotFound, ObjectStore, StoreError, open_store
@@ -26,6 +29,29 @@ class Volume:
     meta: Meta
     settings: VolumeSettings
     store: ObjectStore
+    keys: crypto.VolumeKeys | None = None  # set by `unlock` for an encrypted volume
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.settings.encryption)
+
+    def unlock(self, passphrase: Callable[[], str]) -> None:
+        """Unwrap the master key (asking `passphrase` only if the volume is encrypted);
+        WrongPassphrase if it does not fit."""
+        if self.encrypted:
+            self.keys = crypto.unlock(self.settings.encryption, passphrase())
+
+
+async def change_passphrase(volume: Volume, old: str, new: str) -> None:
+    """Rewrap the master key with `new`, in the database and in the store's copy."""
+    entry = crypto.rewrap(volume.settings.encryption, old, new)
+    settings = dataclasses.replace(volume.settings, encryption=entry)
+    try:
+        await volume.store.put(SETTINGS_KEY, settings.to_json().encode())
+    except StoreError as e:
+        raise _store_problem(settings.storage, e) from e
+    await volume.meta.save_settings(settings)
+    volume.settings = settings
 
 
 async def format_volume(
@@ -36,7 +62,9 @@ async def format_volume(
     compression: str = "none",
     capacity: int = 1 << 50,
     force: bool = False,
+    passphrase: str | None = None,
 ) -> VolumeSettings:
+    """Create a volume; with `passphrase`, an encrypted one (its data, and its disk cache)."""
     store = open_store(storage_url)
     meta = await open_meta(meta_url, create=True)
     try:
@@ -58,6 +86,7 @@ async def format_volume(
             compression=compression,
             capacity=capacity,
             created=time.time_ns(),
+            encryption=crypto.new_encryption(passphrase)[0] if passphrase is not None else {},
         )
         try:
             next_slice = await _first_free_slice_id(store) if force else 1
