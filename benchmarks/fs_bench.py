@@ -43,7 +43,9 @@ IO_SIZE = MiB
 POOL_SIZE = 64 * MiB  # random data, repeated only every 64 MiB (beyond any block size)
 SMALL_FILE = 1024
 TIMEOUT = 1.0  # attr/entry timeout of riverfs (default) and memfs
-TARGETS = ("riverfs", "tmpfs", "memfs")
+TARGETS = ("riverfs", "riverfs-enc", "tmpfs", "memfs")
+DEFAULT_TARGETS = "riverfs,tmpfs,memfs"
+ENCRYPTED_FORMAT = ["--encrypt", "--compress", "zstd"]  # riverfs-enc: zstd + AES-256-GCM
 
 
 def log(msg: str) -> None:
@@ -275,8 +277,11 @@ class Memfs(Target):
 class Riverfs(Target):
     name = "riverfs"
 
-    def __init__(self, workdir: Path, extra_mount_args: list[str]):
+    def __init__(
+        self, workdir: Path, extra_mount_args: list[str], format_args: list[str] | None = None
+    ):
         super().__init__(workdir)
+        self.format_args = format_args or []
         self.meta_url = f"sqlite://{workdir}/meta.db"
         self.store_url = f"file://{workdir}/store"
         self.cache_dir = workdir / "cache"
@@ -297,6 +302,7 @@ class Riverfs(Target):
                 stderr=subprocess.STDOUT,
                 timeout=timeout,
                 start_new_session=True,
+                env={**os.environ, "RIVERFS_PASSPHRASE": "benchmark passphrase"},
             )
         if p.returncode != 0:
             raise RuntimeError(f"riverfs {args[0]} failed ({p.returncode}):\n{self.log_tail()}")
@@ -311,7 +317,7 @@ class Riverfs(Target):
     def __enter__(self) -> Target:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cache_dir.mkdir(exist_ok=True)
-        self.cli("format", self.meta_url, "--storage", self.store_url)
+        self.cli("format", self.meta_url, "--storage", self.store_url, *self.format_args)
         return super().__enter__()
 
     def mount(self) -> None:
@@ -607,7 +613,12 @@ def table(results: dict[str, dict[str, float]], args) -> str:
         "rss_size": human(args.rss_size),
     }
     ratio = "riverfs" in results and "memfs" in results
-    header = ["figure", "unit", *names] + (["riverfs / memfs"] if ratio else [])
+    enc = "riverfs" in results and "riverfs-enc" in results
+    header = (
+        ["figure", "unit", *names]
+        + (["riverfs / memfs"] if ratio else [])
+        + (["riverfs-enc / riverfs"] if enc else [])
+    )
     rows = []
     for key, label, unit, compare in METRICS:
         values = [results[n].get(key) for n in names]
@@ -617,6 +628,9 @@ def table(results: dict[str, dict[str, float]], args) -> str:
         if ratio:
             r, m = results["riverfs"].get(key), results["memfs"].get(key)
             row.append(f"{r / m:.0%}" if compare and r and m else "")
+        if enc:
+            e, r = results["riverfs-enc"].get(key), results["riverfs"].get(key)
+            row.append(f"{e / r:.0%}" if compare and e and r else "")
         rows.append(row)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
@@ -661,7 +675,10 @@ def main() -> int:
         help="run each filesystem's figures this many times and keep the best (default 3)",
     )
     parser.add_argument(
-        "--only", default=",".join(TARGETS), help="comma-separated subset of riverfs,tmpfs,memfs"
+        "--only",
+        default=DEFAULT_TARGETS,
+        help="comma-separated subset of riverfs,riverfs-enc,tmpfs,memfs (riverfs-enc: an "
+        "encrypted, zstd-compressed volume)",
     )
     parser.add_argument(
         "--rss",
@@ -724,6 +741,8 @@ def main() -> int:
             workdir = root / name
             if name == "riverfs":
                 target: Target = Riverfs(workdir, args.riverfs_args.split())
+            elif name == "riverfs-enc":
+                target = Riverfs(workdir, args.riverfs_args.split(), ENCRYPTED_FORMAT)
             elif name == "tmpfs":
                 target = Tmpfs(workdir, max(args.size, args.rss_size) + 512 * MiB)
             else:
