@@ -28,6 +28,7 @@ from riverfs.cli.defaults import (
 )
 from riverfs.cli.obj import obj
 from riverfs.cli.passphrase import ENV, passphrase_group, read_passphrase
+from riverfs.cli.tools import fsck, gc
 from riverfs.errors import RiverError
 from riverfs.objects.urls import redact_url
 from riverfs.vfs.session import STALE_HEARTBEATS, pid_alive
@@ -348,6 +349,8 @@ def status(meta_url) -> None:
 
 cli.add_command(obj)
 cli.add_command(passphrase_group)
+cli.add_command(gc)
+cli.add_command(fsck)
 
 
 def main() -> None:
@@ -365,8 +368,8 @@ def _run() -> int:
     debug = "--debug" in sys.argv
     _setup_logging(debug, logging.CRITICAL)
     try:
-        cli.main(standalone_mode=False)
-        return 0
+        code = cli.main(standalone_mode=False)  # an Exit(n) raised by a command returns n
+        return code if isinstance(code, int) else 0
     except click.exceptions.Abort:
         click.echo("riverfs: aborted", err=True)
         return 1

@@ -1,0 +1,111 @@
+"""`riverfs gc` and `riverfs fsck`: maintenance, safe by default, with progress and a summary."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from riverfs.cli.defaults import human_size
+from riverfs.cli.passphrase import read_passphrase
+
+
+def _progress(what: str) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn(f"{what}: {{task.completed:,}} objects"),
+        TimeElapsedColumn(),
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    )
+
+
+@click.command()
+@click.argument("meta_url")
+@click.option("--delete", is_flag=True, help="Delete what is found (default: only report).")
+@click.option(
+    "--min-age",
+    default=3600.0,
+    show_default=True,
+    help="Seconds an unreferenced object must be old to count (uploads in flight are younger).",
+)
+def gc(meta_url: str, delete: bool, min_age: float) -> None:
+    """Find objects no file references (leaked by crashes); remove them with --delete."""
+    from riverfs.vfs.gc import collect_garbage
+    from riverfs.vfs.volume import open_volume
+
+    async def run():
+        volume = await open_volume(meta_url)
+        try:
+            with _progress("listing the store") as bar:
+                task = bar.add_task("gc")
+                return await collect_garbage(
+                    volume,
+                    delete=delete,
+                    min_age=min_age,
+                    progress=lambda n: bar.advance(task, n),
+                )
+        finally:
+            await volume.meta.close()
+
+    r = asyncio.run(run())
+    click.echo(f"objects in the store: {r.objects:,}")
+    click.echo(f"unreferenced:         {r.leaked:,} ({human_size(r.leaked_bytes)})")
+    if r.young:
+        click.echo(f"too young to judge:   {r.young:,} (younger than {min_age:.0f}s)")
+    for key in r.sample:
+        click.echo(f"  {key}")
+    if delete:
+        click.echo(f"deleted: {r.deleted:,} unreferenced, {r.pending_deleted:,} queued deletes")
+    elif r.leaked:
+        click.echo("nothing deleted; run again with --delete to remove them")
+
+
+@click.command()
+@click.argument("meta_url")
+@click.option("--repair", is_flag=True, help="Fix what can be fixed (default: only report).")
+@click.option("--check-data", is_flag=True, help="Also fetch and verify every block.")
+@click.option("--key-file", type=click.Path(path_type=Path), help="Passphrase file.")
+def fsck(meta_url: str, repair: bool, check_data: bool, key_file: Path | None) -> None:
+    """Check that every referenced object exists and the metadata is consistent.
+
+    Exit status: 0 clean (or everything repaired), 1 damage or problems remain.
+    """
+    from riverfs.vfs.fsck import check_volume
+    from riverfs.vfs.volume import open_volume
+
+    async def run():
+        volume = await open_volume(meta_url)
+        try:
+            if check_data:
+                volume.unlock(lambda: read_passphrase(key_file))
+            with _progress("checking objects") as bar:
+                task = bar.add_task("fsck")
+                return await check_volume(
+                    volume,
+                    repair=repair,
+                    check_data=check_data,
+                    progress=lambda n: bar.advance(task, n),
+                )
+        finally:
+            await volume.meta.close()
+
+    r = asyncio.run(run())
+    click.echo(f"checked {r.inodes:,} inodes and {r.objects:,} block objects")
+    for inode, problem in sorted(r.damaged.items()):
+        click.echo(f"DAMAGED {r.paths[inode]}: {problem}")
+    for problem in r.problems:
+        click.echo(f"problem: {problem}")
+    for fix in r.repaired:
+        click.echo(f"repaired: {fix}")
+    unrepaired = r.problems and not repair
+    if r.damaged or unrepaired:
+        click.echo(
+            f"{len(r.damaged)} damaged file(s), {len(r.problems)} metadata problem(s)"
+            + ("" if repair else "; --repair fixes the metadata problems")
+        )
+        raise click.exceptions.Exit(1)
+    click.echo("clean" if r.clean else "all metadata problems repaired")

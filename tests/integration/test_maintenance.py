@@ -1,0 +1,90 @@
+"""`riverfs gc` and `riverfs fsck` on real volumes, with damage injected in the store."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from support import Volume, run_cli
+
+HOUR_AGO = time.time() - 7200
+
+
+def store_objects(vol: Volume) -> set[Path]:
+    return {p for p in (vol.root / "store" / "chunks").rglob("*") if p.is_file()}
+
+
+def write(vol: Volume, files: dict[str, bytes]) -> dict[str, set[Path]]:
+    """Write files through a mount (then unmount); map each to the objects it made."""
+    m = vol.mount()
+    made = {}
+    for name, data in files.items():
+        before = store_objects(vol)
+        path = m.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        made[name] = store_objects(vol) - before
+    m.umount()
+    return made
+
+
+def test_gc_reports_exactly_an_injected_leak_and_deletes_it_only_when_asked(volume):
+    made = write(volume, {"a": os.urandom(300_000), "b": os.urandom(10)})
+    (a_obj,) = made["a"]
+    leak = a_obj.parent / "987654_0_5"  # a block no file references, uploaded long ago
+    leak.write_bytes(b"12345")
+    young = a_obj.parent / "987655_0_5"  # just uploaded: maybe a write in flight
+    young.write_bytes(b"12345")
+    for p in (leak, a_obj, *made["b"]):
+        os.utime(p, (HOUR_AGO, HOUR_AGO))
+    out = run_cli("gc", volume.meta_url).stdout
+    assert "unreferenced:         1 (5 B)" in out and "987654_0_5" in out
+    assert "too young to judge:   1" in out and "nothing deleted" in out
+    assert leak.exists()
+    out = run_cli("gc", volume.meta_url, "--delete").stdout
+    assert "deleted: 1 unreferenced" in out
+    assert not leak.exists() and young.exists() and a_obj.exists()
+    m = volume.mount()
+    assert len((m.path / "a").read_bytes()) == 300_000
+
+
+def test_fsck_names_exactly_the_file_whose_object_was_deleted(volume):
+    made = write(volume, {"d/keep": b"k" * 1000, "d/lost": b"l" * 5000, "other": b"o"})
+    assert run_cli("fsck", volume.meta_url).stdout.strip().endswith("clean")
+    (victim,) = made["d/lost"]
+    victim.unlink()
+    proc = run_cli("fsck", volume.meta_url, check=False)
+    assert proc.returncode == 1
+    damaged = [line for line in proc.stdout.splitlines() if line.startswith("DAMAGED")]
+    assert len(damaged) == 1 and damaged[0].startswith("DAMAGED /d/lost: ")
+    assert "missing from the store" in damaged[0]
+
+
+def test_fsck_check_data_finds_a_corrupt_block_and_repair_fixes_link_counts(volume):
+    made = write(volume, {"f": b"f" * 70_000, "g": b"g" * 10})
+    (obj,) = made["f"]
+    data = bytearray(obj.read_bytes())
+    data[-10] ^= 1
+    obj.write_bytes(bytes(data))  # same size: only --check-data sees it
+    assert run_cli("fsck", volume.meta_url).returncode == 0
+    proc = run_cli("fsck", volume.meta_url, "--check-data", check=False)
+    assert proc.returncode == 1 and "DAMAGED /f: " in proc.stdout and "checksum" in proc.stdout
+    obj.write_bytes(bytes(data[:-10]) + bytes([data[-10] ^ 1]) + bytes(data[-9:]))
+    with sqlite3.connect(volume.root / "meta.db") as db:  # break the metadata
+        db.execute(
+            "UPDATE nodes SET nlink = 7 WHERE inode = (SELECT inode FROM edges"
+            " WHERE name = CAST('g' AS BLOB))"
+        )
+        db.execute("DELETE FROM edges WHERE name = CAST('f' AS BLOB)")
+    proc = run_cli("fsck", volume.meta_url, check=False)
+    assert proc.returncode == 1
+    assert "has nlink 7, entries say 1" in proc.stdout and "no entry reaches it" in proc.stdout
+    out = run_cli("fsck", volume.meta_url, "--repair").stdout
+    assert "moved orphan inode" in out and "set nlink" in out
+    assert run_cli("fsck", volume.meta_url, "--check-data").stdout.strip().endswith("clean")
+    m = volume.mount()
+    (orphan,) = os.listdir(m.path / "lost+found")
+    assert (m.path / "lost+found" / orphan).read_bytes() == b"f" * 70_000
+    assert os.stat(m.path / "g").st_nlink == 1
