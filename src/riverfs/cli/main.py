@@ -28,7 +28,7 @@ from riverfs.cli.defaults import (
 )
 from riverfs.cli.obj import obj
 from riverfs.cli.passphrase import ENV, passphrase_group, read_passphrase
-from riverfs.cli.tools import fsck, gc
+from riverfs.cli.tools import dump, fsck, gc, load
 from riverfs.errors import RiverError
 from riverfs.objects.urls import redact_url
 from riverfs.vfs.session import STALE_HEARTBEATS, pid_alive
@@ -351,6 +351,8 @@ cli.add_command(obj)
 cli.add_command(passphrase_group)
 cli.add_command(gc)
 cli.add_command(fsck)
+cli.add_command(dump)
+cli.add_command(load)
 
 
 def main() -> None:

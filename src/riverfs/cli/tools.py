@@ -11,6 +11,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from riverfs.cli.defaults import human_size
 from riverfs.cli.passphrase import read_passphrase
+from riverfs.objects.urls import redact_url
 
 
 def _progress(what: str) -> Progress:
@@ -109,3 +110,52 @@ def fsck(meta_url: str, repair: bool, check_data: bool, key_file: Path | None) -
         )
         raise click.exceptions.Exit(1)
     click.echo("clean" if r.clean else "all metadata problems repaired")
+
+
+@click.command()
+@click.argument("meta_url")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.option(
+    "--with-keys",
+    is_flag=True,
+    help="Include the wrapped master key of an encrypted volume (needed to read it again).",
+)
+def dump(meta_url: str, file: Path, with_keys: bool) -> None:
+    """Back up the volume's metadata to FILE (JSON lines; - for standard output)."""
+    from riverfs.meta import dump as dumping
+    from riverfs.meta import open_meta
+
+    async def run() -> int:
+        meta = await open_meta(meta_url)
+        try:
+            with click.open_file(str(file), "w") as out:
+                return await dumping.dump(meta, out, with_keys=with_keys, progress=lambda n: None)
+        finally:
+            await meta.close()
+
+    rows = asyncio.run(run())
+    if str(file) != "-":
+        click.echo(f"dumped {rows:,} rows to {file}" + (" (with keys)" if with_keys else ""))
+
+
+@click.command()
+@click.argument("meta_url")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+def load(meta_url: str, file: Path) -> None:
+    """Restore a metadata dump into an empty database (the volume's store stays as it is).
+
+    The restored volume uses the same store as the dumped one: mount only one of them.
+    """
+    from riverfs.meta import dump as dumping
+    from riverfs.meta import open_meta
+
+    async def run() -> int:
+        meta = await open_meta(meta_url, create=True)
+        try:
+            with click.open_file(str(file), "r") as inp:
+                return await dumping.load(meta, inp, progress=lambda n: None)
+        finally:
+            await meta.close()
+
+    rows = asyncio.run(run())
+    click.echo(f"loaded {rows:,} rows into {redact_url(meta_url)}")

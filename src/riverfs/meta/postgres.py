@@ -286,6 +286,18 @@ class PostgresDatabase:
             finally:
                 await conn.close()
 
+    async def reset_ids(self, tables: tuple[str, ...]) -> None:
+        """After rows were inserted with explicit ids: move the identity sequences past them."""
+
+        async def fn(tx):
+            for table in tables:
+                await tx.one(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                    f" COALESCE(MAX(id), 0) + 1, false) FROM {table}"
+                )
+
+        await self.txn(fn)
+
     def checkpoint(self) -> None:
         """Committed transactions are durable in PostgreSQL already."""
 

@@ -160,6 +160,9 @@ class SQLiteDatabase:
             if polls % 300 == 0:  # about once a minute
                 await self.txn(_trim_changelog)
 
+    async def reset_ids(self, tables: tuple[str, ...]) -> None:
+        """After rows were inserted with explicit ids (AUTOINCREMENT keeps up by itself)."""
+
     def checkpoint(self) -> None:
         """Make every committed transaction durable on disk (WAL synced into the database)."""
         self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
