@@ -27,6 +27,7 @@ from riverfs.chunk.block import (
     slice_keys,
 )
 from riverfs.chunk.cache import DiskCache
+from riverfs.chunk.staging import Staging
 from riverfs.objects import ObjectNotFound, ObjectStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,15 @@ class BlockStore:
         max_prefetch: int = 8,
         workers: int = 4,
         cipher: AESGCM | None = None,
+        staging: Staging | None = None,
+        writeback: bool = False,
     ) -> None:
         self.store = store
         self.block_size = block_size
         self.compression = compression
         self.cipher = cipher  # the volume's block key when it is encrypted
+        self.staging = staging  # blocks not uploaded yet (write-back, or left by a crash)
+        self.writeback = writeback and staging is not None
         self.cache = cache
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="riverfs-block")
         self._mem: OrderedDict[str, bytes | memoryview] = OrderedDict()
@@ -127,6 +132,10 @@ class BlockStore:
                 except BlockCorrupt as e:
                     log.warning("dropping corrupt cached block: %s", e)
                     await self._run(self.cache.discard, key)
+        if self.staging is not None:
+            raw = await self._run(self.staging.get, key)
+            if raw is not None:
+                return await self._code(self._decode, raw, key)
         try:
             raw = await self.store.get_buffer(key)
         except ObjectNotFound as e:
@@ -174,12 +183,18 @@ class BlockStore:
         """Encode and upload one block; cache its stored form."""
         key = block_key(slice_id, index, len(data))
         raw = await self._code(self._encode, data, key)
-        await self.store.put(key, raw)
+        if self.writeback:
+            await self.staging.put(key, raw)  # durable here; uploaded in the background
+        else:
+            await self.store.put(key, raw)
         if self.cache is not None:
             await self._run(self.cache.put, key, raw)
 
     async def remove_slice(self, slice_id: int, size: int) -> None:
         keys = slice_keys(slice_id, size, self.block_size)
+        if self.staging is not None:
+            for key in keys:
+                self.staging.discard(key)
         await self.store.delete_many(keys)
         for key in keys:
             old = self._mem.pop(key, None)
@@ -190,6 +205,9 @@ class BlockStore:
                 await self._run(self.cache.discard, key)
 
     async def close(self) -> None:
+        """Stop. Staged blocks must have been drained before (VFS.stop does it)."""
+        if self.staging is not None:
+            await self.staging.close()
         for task in [*self._prefetching, *self._inflight.values()]:
             task.cancel()
         self._pool.shutdown(wait=True)

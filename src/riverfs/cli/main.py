@@ -154,6 +154,12 @@ def _ensure_default_volume() -> str:
 @click.option("--attr-timeout", default=1.0, show_default=True, help="Kernel attribute cache (s).")
 @click.option("--entry-timeout", default=1.0, show_default=True, help="Kernel entry cache (s).")
 @click.option("--read-only", is_flag=True, help="Mount read-only.")
+@click.option(
+    "--writeback",
+    is_flag=True,
+    help="Stage written blocks durably in the cache dir and upload them in the background: "
+    "close/fsync return at local-disk speed.",
+)
 @click.option("--debug", is_flag=True, help="Log every detail.")
 @click.option(
     "--heartbeat",
@@ -191,6 +197,7 @@ def _mount(
     attr_timeout,
     entry_timeout,
     read_only,
+    writeback,
     debug,
     heartbeat,
     key_file,
@@ -216,6 +223,7 @@ def _mount(
         attr_timeout=attr_timeout,
         entry_timeout=entry_timeout,
         read_only=read_only,
+        writeback=writeback,
         heartbeat=max(heartbeat, 0.1),
     )
     if background:
@@ -235,7 +243,7 @@ def _mount(
             "--heartbeat",
             str(heartbeat),
         ]
-        argv += ["--read-only"] * read_only + ["--debug"] * debug
+        argv += ["--read-only"] * read_only + ["--debug"] * debug + ["--writeback"] * writeback
         env = {daemon.META_URL_ENV: meta_url}
         if key_file is not None:
             argv += ["--key-file", os.path.abspath(key_file)]
@@ -338,9 +346,10 @@ def status(meta_url) -> None:
             dead = " DEAD (cleaned up by the next mount)"
         elif s.stale(now, STALE_HEARTBEATS):
             dead = " STALE (no heartbeat; cleaned up by another mount)"
+        staged = f", {human_size(s.staged)} waiting to upload" if s.staged else ""
         click.echo(
             f"  #{s.id} {s.host} pid {s.pid} at {s.mountpoint} "
-            f"(version {s.version}, heartbeat {age:.0f}s ago){dead}"
+            f"(version {s.version}, heartbeat {age:.0f}s ago{staged}){dead}"
         )
 
 

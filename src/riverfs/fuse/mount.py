@@ -14,6 +14,7 @@ import pyfuse3
 import pyfuse3.asyncio
 
 from riverfs.chunk.cache import DiskCache
+from riverfs.chunk.staging import Staging
 from riverfs.chunk.store import BlockStore
 from riverfs.errors import RiverError
 from riverfs.fuse.invalidate import KernelInvalidator
@@ -110,6 +111,14 @@ async def serve(
             options.cache_min_free,
             name_of=keys.cache_name if keys is not None else None,
         )
+    staging = None
+    staging_dir = options.cache_dir / settings.uuid / "staging"
+    if options.writeback or (staging_dir.is_dir() and any(staging_dir.iterdir())):
+        staging = Staging(staging_dir, volume.store, options.upload_concurrency)
+        left = staging.resume()
+        if left:
+            log.info("%d blocks staged by an earlier mount: uploading them", left)
+        staging.start()
     blocks = BlockStore(
         volume.store,
         settings.block_size,
@@ -118,6 +127,8 @@ async def serve(
         memory_limit=options.read_cache_size,
         max_prefetch=options.max_prefetch,
         cipher=keys.blocks if keys is not None else None,
+        staging=staging,
+        writeback=options.writeback,
     )
     target = mount_path(mountpoint)
     vfs = VFS(volume.meta, blocks, settings, options)

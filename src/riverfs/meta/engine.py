@@ -263,12 +263,16 @@ class Meta:
         self.db.session = self.session_id
         return self.session_id
 
-    async def heartbeat(self) -> bool:
-        """Renew this session; False if it is gone (another mount judged it dead)."""
+    async def heartbeat(self, staged: int = 0) -> bool:
+        """Renew this session (and say how many bytes wait to upload); False if it is gone
+        (another mount judged it dead)."""
 
         async def fn(tx):
             return await tx.run(
-                "UPDATE sessions SET heartbeat = ? WHERE id = ?", now_ns(), self.session_id
+                "UPDATE sessions SET heartbeat = ?, staged = ? WHERE id = ?",
+                now_ns(),
+                staged,
+                self.session_id,
             )
 
         return bool(await self.db.txn(fn))
@@ -276,8 +280,8 @@ class Meta:
     async def sessions(self) -> list[SessionInfo]:
         async def fn(tx):
             rows = await tx.all(
-                "SELECT id, host, pid, mountpoint, version, started, heartbeat, beat_every"
-                " FROM sessions ORDER BY id"
+                "SELECT id, host, pid, mountpoint, version, started, heartbeat, beat_every,"
+                " staged FROM sessions ORDER BY id"
             )
             return [SessionInfo(*r) for r in rows]
 

@@ -192,6 +192,9 @@ class PostgresDatabase:
             await tx._conn.execute(
                 "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS beat_every REAL NOT NULL DEFAULT 10"
             )
+            await tx._conn.execute(
+                "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS staged BIGINT NOT NULL DEFAULT 0"
+            )
 
         await self.txn(fn)
 

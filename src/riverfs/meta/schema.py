@@ -88,7 +88,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     version    TEXT NOT NULL,
     started    INTEGER NOT NULL,
     heartbeat  INTEGER NOT NULL,
-    beat_every REAL NOT NULL DEFAULT 10  -- seconds between its heartbeats
+    beat_every REAL NOT NULL DEFAULT 10,  -- seconds between its heartbeats
+    staged     INTEGER NOT NULL DEFAULT 0  -- bytes waiting to upload (write-back), at the last beat
 );
 
 -- Inodes with nlink 0 kept alive because `session` still has them open.

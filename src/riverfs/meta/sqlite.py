@@ -102,6 +102,10 @@ class SQLiteDatabase:
                 self._conn.execute(
                     "ALTER TABLE sessions ADD COLUMN beat_every REAL NOT NULL DEFAULT 10"
                 )
+            if cols and "staged" not in cols:
+                self._conn.execute(
+                    "ALTER TABLE sessions ADD COLUMN staged INTEGER NOT NULL DEFAULT 0"
+                )
             self._conn.executescript(script)
 
     async def txn(self, fn: Callable[[SQLiteTx], Awaitable[T]], *, write: bool = True) -> T:

@@ -70,7 +70,9 @@ class VFS:
         self._lengths: dict[int, int] = {}
         self._stamps: OrderedDict[int, tuple[int, int]] = OrderedDict()  # page cache validity
         self.deleter = Deleter(meta, blocks)
-        self.session = Session(meta, self.deleter, options.heartbeat, options.doom_grace)
+        self.session = Session(
+            meta, self.deleter, options.heartbeat, options.doom_grace, self._staged_bytes
+        )
         self.watcher = ChangeWatcher(self)
 
     # ---- life cycle -----------------------------------------------------------------------
@@ -88,6 +90,10 @@ class VFS:
             except FSError as e:
                 log.error("flushing inode %d at unmount failed: %s", inode, e)
         await self.watcher.stop()
+        staging = self.blocks.staging
+        if staging is not None and staging.waiting:
+            log.info("uploading %d staged blocks before unmounting", staging.waiting)
+            await staging.drain()
         await self.deleter.stop()
         freed = await self.session.stop()
         if freed:
@@ -170,6 +176,9 @@ class VFS:
         self._sustained.discard(inode)
         if await self.meta.release(inode):
             self.deleter.poke()
+
+    def _staged_bytes(self) -> int:
+        return self.blocks.staging.waiting_bytes if self.blocks.staging is not None else 0
 
     def kernel_knows(self, inode: int) -> bool:
         """True if the kernel may cache entries or attributes of `inode`."""

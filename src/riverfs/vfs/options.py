@@ -20,4 +20,5 @@ class MountOptions:
     entry_timeout: float = 1.0
     read_only: bool = False
     heartbeat: float = 10.0  # seconds between session heartbeats
+    writeback: bool = False  # stage blocks on local disk, upload in the background
     doom_grace: float = 3.0  # seconds other mounts have to claim a file deleted elsewhere

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 
 from riverfs import __version__
 from riverfs.meta import Meta
@@ -27,7 +28,15 @@ FOLD_EVERY = 30  # heartbeats between folding the usage rows
 
 
 class Session:
-    def __init__(self, meta: Meta, deleter: Deleter, heartbeat: float, doom_grace: float):
+    def __init__(
+        self,
+        meta: Meta,
+        deleter: Deleter,
+        heartbeat: float,
+        doom_grace: float,
+        staged: Callable[[], int] = lambda: 0,
+    ):
+        self.staged = staged  # bytes waiting to upload, reported with each heartbeat
         self.meta = meta
         self.deleter = deleter
         self.heartbeat = heartbeat
@@ -61,7 +70,7 @@ class Session:
             await asyncio.sleep(self.heartbeat)
             beats += 1
             try:
-                if not await self.meta.heartbeat():
+                if not await self.meta.heartbeat(self.staged()):
                     await self._lost()
                 await self._elect()
                 if self.leader:

@@ -1,0 +1,148 @@
+"""Write-back staging: blocks kept durably on local disk until the store has them.
+
+With `mount --writeback`, saving a block writes its stored form here (temporary file, fsync,
+rename, fsync of the directory) and returns; a fixed number of upload workers moves it
+to the store, retrying failures with backoff for as long as it takes (a staged block is
+never dropped), and removes the staged file once the store has it. Reads look here before
+the store: a block committed in metadata but not uploaded yet is only here.
+
+After a crash the next mount finds the staged files (their names are the object keys,
+flattened) and uploads them before it serves. Unmount waits until everything is uploaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import random
+from pathlib import Path
+
+from riverfs.errors import FSError
+from riverfs.objects import ObjectStore
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 30.0
+
+
+def _name(key: str) -> str:
+    return key.replace("/", "~")
+
+
+def _key(name: str) -> str:
+    return name.replace("~", "/")
+
+
+class Staging:
+    def __init__(self, directory: Path, store: ObjectStore, concurrency: int = 4) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.store = store
+        self._concurrency = concurrency
+        self._queue_: asyncio.Queue[str] = asyncio.Queue()  # bounded by the staged files
+        self._workers: list[asyncio.Task] = []
+        self._sizes: dict[str, int] = {}  # staged key -> bytes, until uploaded
+        self.failures = 0  # upload attempts that failed (retried)
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._workers = [loop.create_task(self._work()) for _ in range(self._concurrency)]
+
+    @property
+    def waiting_bytes(self) -> int:
+        return sum(self._sizes.values())
+
+    @property
+    def waiting(self) -> int:
+        return len(self._sizes)
+
+    def resume(self) -> int:
+        """Queue the uploads a previous mount left (after a crash); return how many."""
+        for entry in os.scandir(self.dir):
+            if entry.name.endswith(".tmp"):
+                os.unlink(entry.path)  # never renamed: its write never returned
+                continue
+            self._queue(_key(entry.name), entry.stat().st_size)
+        return len(self._sizes)
+
+    def _write(self, key: str, raw: bytes) -> None:
+        path = self.dir / _name(key)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(raw)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, path)
+            fd = os.open(self.dir, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            code = errno.ENOSPC if e.errno in (errno.ENOSPC, errno.EDQUOT) else errno.EIO
+            raise FSError(code, f"staging {key} in {self.dir}: {e.strerror}") from e
+
+    async def put(self, key: str, raw: bytes) -> None:
+        """Stage a block durably, then upload it in the background."""
+        await asyncio.get_running_loop().run_in_executor(None, self._write, key, raw)
+        self._queue(key, len(raw))
+
+    def get(self, key: str) -> bytes | None:
+        """The staged block, or None (blocking: run it in a thread)."""
+        if key not in self._sizes:
+            return None
+        try:
+            return (self.dir / _name(key)).read_bytes()
+        except FileNotFoundError:
+            return None  # uploaded (and removed) meanwhile: the store has it
+
+    def discard(self, key: str) -> None:
+        """The block's slice was deleted: do not upload it (if not on its way already)."""
+        if self._sizes.pop(key, None) is not None:
+            (self.dir / _name(key)).unlink(missing_ok=True)
+
+    def _queue(self, key: str, size: int) -> None:
+        if key not in self._sizes:
+            self._sizes[key] = size
+            self._queue_.put_nowait(key)
+
+    async def _work(self) -> None:
+        while True:
+            key = await self._queue_.get()
+            try:
+                await self._upload(key)
+            finally:
+                self._queue_.task_done()
+
+    async def _upload(self, key: str) -> None:
+        """Upload one staged block, retrying until the store has it; then unstage it."""
+        delay = 0.5
+        path = self.dir / _name(key)
+        loop = asyncio.get_running_loop()
+        while key in self._sizes:
+            try:
+                raw = await loop.run_in_executor(None, path.read_bytes)
+                await self.store.put(key, raw)
+                break
+            except FileNotFoundError:
+                break  # discarded
+            except Exception as e:
+                self.failures += 1
+                log.warning("upload of staged %s failed (retrying in %.0fs): %s", key, delay, e)
+            await asyncio.sleep(delay * (1 + random.random() / 2))
+            delay = min(delay * 2, MAX_BACKOFF)
+        path.unlink(missing_ok=True)
+        self._sizes.pop(key, None)
+
+    async def drain(self) -> None:
+        """Wait until every staged block is in the store."""
+        await self._queue_.join()
+
+    async def close(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
