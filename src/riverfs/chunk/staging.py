@@ -1,7 +1,8 @@
 """Write-back staging: blocks kept durably on local disk until the store has them.
 
-With `mount --writeback`, saving a block writes its stored form here (temporary file, fsync,
-rename, fsync of the directory) and returns; a fixed number of upload workers moves it
+With `mount --writeback`, saving a block writes its stored form here (temporary file,
+rename) and returns; before the blocks' metadata is committed (close, fsync, a full buffer),
+`sync` fsyncs them and the directory. A fixed number of upload workers moves them
 to the store, retrying failures with backoff for as long as it takes (a staged block is
 never dropped), and removes the staged file once the store has it. Reads look here before
 the store: a block committed in metadata but not uploaded yet is only here.
@@ -44,6 +45,8 @@ class Staging:
         self._queue_: asyncio.Queue[str] = asyncio.Queue()  # bounded by the staged files
         self._workers: list[asyncio.Task] = []
         self._sizes: dict[str, int] = {}  # staged key -> bytes, until uploaded
+        self._unsynced: set[str] = set()  # written, not fsynced yet
+        self._sync_lock = asyncio.Lock()
         self.failures = 0  # upload attempts that failed (retried)
 
     def start(self) -> None:
@@ -73,23 +76,44 @@ class Staging:
         try:
             with open(tmp, "wb") as f:
                 f.write(raw)
-                f.flush()
-                os.fsync(f.fileno())
             os.rename(tmp, path)
-            fd = os.open(self.dir, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
         except OSError as e:
             tmp.unlink(missing_ok=True)
             code = errno.ENOSPC if e.errno in (errno.ENOSPC, errno.EDQUOT) else errno.EIO
             raise FSError(code, f"staging {key} in {self.dir}: {e.strerror}") from e
 
     async def put(self, key: str, raw: bytes) -> None:
-        """Stage a block durably, then upload it in the background."""
+        """Stage a block (durable after `sync`), then upload it in the background."""
         await asyncio.get_running_loop().run_in_executor(None, self._write, key, raw)
+        self._unsynced.add(key)
         self._queue(key, len(raw))
+
+    async def sync(self) -> None:
+        """Make every block staged so far durable (before its metadata is committed)."""
+        async with self._sync_lock:  # a sync in progress may hold a caller's blocks
+            keys, self._unsynced = self._unsynced, set()
+            if keys:
+                await asyncio.get_running_loop().run_in_executor(None, self._fsync, keys)
+
+    def _fsync(self, keys: set[str]) -> None:
+        try:
+            for key in keys:
+                try:
+                    fd = os.open(self.dir / _name(key), os.O_RDONLY)
+                except FileNotFoundError:
+                    continue  # uploaded already: durable in the store
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            fd = os.open(self.dir, os.O_RDONLY)  # the renames
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            code = errno.ENOSPC if e.errno in (errno.ENOSPC, errno.EDQUOT) else errno.EIO
+            raise FSError(code, f"syncing staged blocks in {self.dir}: {e.strerror}") from e
 
     def get(self, key: str) -> bytes | None:
         """The staged block, or None (blocking: run it in a thread)."""

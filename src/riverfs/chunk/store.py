@@ -190,6 +190,11 @@ class BlockStore:
         if self.cache is not None:
             await self._run(self.cache.put, key, raw)
 
+    async def make_durable(self) -> None:
+        """Every block saved so far survives a crash (write-back: fsync the staged files)."""
+        if self.writeback:
+            await self.staging.sync()
+
     async def remove_slice(self, slice_id: int, size: int) -> None:
         keys = slice_keys(slice_id, size, self.block_size)
         if self.staging is not None:

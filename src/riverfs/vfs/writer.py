@@ -187,6 +187,7 @@ class FileWriter:
             )
             self._failed = None
             raise _upload_error(failures[0])
+        await self.blocks.make_durable()  # write-back: staged blocks before their commit
         records = [(s.index, Slice(s.pos, s.id, s.length, 0, s.length)) for s in slices]
         length = max(s.file_end for s in slices)
         return await self.meta.write_slices(self.inode, records, length, self.mtime)
