@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,33 @@ def test_umount_waits_until_every_staged_block_is_uploaded(wb):
     assert proxy.count("PUT", "503") == 6
     m = vol.mount(None, "--cache-size", "0")
     assert (m.path / "big").read_bytes() == content
+
+
+def test_a_full_staging_disk_gives_enospc_and_loses_nothing_already_written(wb):
+    """The cache directory on a 6 MiB tmpfs, and a store that refuses uploads for now."""
+    vol, proxy = wb
+    vol.cache_dir.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(vol.cache_dir)], check=True
+    )
+    try:
+        proxy.add("503", FOREVER, method="PUT", path="/chunks/")
+        m = vol.mount(None, "--writeback", "--cache-size", "0")
+        kept = os.urandom(1 << 20)
+        fsync_write(m.path / "kept", kept)
+        with pytest.raises(OSError) as exc, open(m.path / "too-big", "wb") as f:
+            for _ in range(16):
+                f.write(os.urandom(1 << 20))
+            os.fsync(f.fileno())
+        assert exc.value.errno == errno.ENOSPC
+        assert (m.path / "kept").read_bytes() == kept
+        os.unlink(m.path / "too-big")
+        proxy.clear()  # the store is back: the staged blocks of "kept" go up
+        m.umount()
+        m = vol.mount(None, "--cache-size", "0")
+        assert (m.path / "kept").read_bytes() == kept
+        m.umount()
+    finally:
+        proxy.clear()  # or the cleanup's unmount would wait for uploads that cannot succeed
+        vol.cleanup()
+        subprocess.run(["umount", str(vol.cache_dir)], check=False)

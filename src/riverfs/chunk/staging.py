@@ -47,6 +47,7 @@ class Staging:
         self._sizes: dict[str, int] = {}  # staged key -> bytes, until uploaded
         self._unsynced: set[str] = set()  # written, not fsynced yet
         self._sync_lock = asyncio.Lock()
+        self._hurry = asyncio.Event()  # set while draining: retry now, not after the backoff
         self.failures = 0  # upload attempts that failed (retried)
 
     def start(self) -> None:
@@ -157,14 +158,22 @@ class Staging:
             except Exception as e:
                 self.failures += 1
                 log.warning("upload of staged %s failed (retrying in %.0fs): %s", key, delay, e)
-            await asyncio.sleep(delay * (1 + random.random() / 2))
-            delay = min(delay * 2, MAX_BACKOFF)
+            try:
+                await asyncio.wait_for(self._hurry.wait(), delay * (1 + random.random() / 2))
+                await asyncio.sleep(0.2)  # draining: retry soon, but do not spin
+            except TimeoutError:
+                delay = min(delay * 2, MAX_BACKOFF)
         path.unlink(missing_ok=True)
         self._sizes.pop(key, None)
 
     async def drain(self) -> None:
-        """Wait until every staged block is in the store."""
-        await self._queue_.join()
+        """Wait until every staged block is in the store (retrying failures without waiting
+        out their backoff)."""
+        self._hurry.set()
+        try:
+            await self._queue_.join()
+        finally:
+            self._hurry.clear()
 
     async def close(self) -> None:
         for task in self._workers:

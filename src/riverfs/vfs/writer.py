@@ -194,5 +194,7 @@ class FileWriter:
 
 
 def _upload_error(cause: BaseException) -> FSError:
+    if isinstance(cause, FSError):  # staging (write-back) says it itself: ENOSPC, EIO
+        return cause
     code = errno.ENOSPC if isinstance(cause, StoreFull) else errno.EIO
     return FSError(code, f"upload failed: {cause}")
