@@ -72,6 +72,9 @@ def test_dump_then_load_gives_an_identical_volume(volume, tmp_path, target, requ
         restored.cleanup()
     again = run_cli("load", url, str(dump_file), check=False)
     assert again.returncode == 1 and "already holds a volume" in again.stderr
+    # The store went over to the restored volume: the old database no longer opens it.
+    old = run_cli("status", volume.meta_url, check=False)
+    assert old.returncode == 1 and "belongs to volume" in old.stderr
 
 
 def test_an_encrypted_volume_is_dumped_without_its_key_unless_asked(tmp_path, monkeypatch):

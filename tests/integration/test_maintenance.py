@@ -88,3 +88,14 @@ def test_fsck_check_data_finds_a_corrupt_block_and_repair_fixes_link_counts(volu
     (orphan,) = os.listdir(m.path / "lost+found")
     assert (m.path / "lost+found" / orphan).read_bytes() == b"f" * 70_000
     assert os.stat(m.path / "g").st_nlink == 1
+
+
+def test_deleting_and_repairing_tools_refuse_while_the_volume_is_mounted(volume):
+    m = volume.mount()
+    (m.path / "f").write_bytes(b"x")
+    for args in (("gc", volume.meta_url, "--delete"), ("fsck", volume.meta_url, "--repair")):
+        proc = run_cli(*args, check=False)
+        assert proc.returncode == 1 and "the volume is mounted" in proc.stderr, proc
+        assert str(m.path) in proc.stderr
+    assert "unreferenced:         0" in run_cli("gc", volume.meta_url).stdout  # reports work
+    assert "mount(s) live" in run_cli("fsck", volume.meta_url).stdout

@@ -168,9 +168,12 @@ def decode_block(
         raise BlockCorrupt(f"{key}: {len(payload)} payload bytes, the header says {stored}")
     _check_pages(payload, table, 0, key)
     if bool(flags & ENCRYPTED) != (cipher is not None):
-        state = "encrypted" if flags & ENCRYPTED else "not encrypted"
-        raise BlockCorrupt(f"{key}: block is {state}, the volume is not")
+        if flags & ENCRYPTED:
+            raise BlockCorrupt(f"{key}: block is encrypted, the volume is not")
+        raise BlockCorrupt(f"{key}: block is not encrypted, the volume is")
     if cipher is not None:
+        if stored < NONCE + 16:
+            raise BlockCorrupt(f"{key}: encrypted payload of {stored} bytes is too short")
         try:
             payload = cipher.decrypt(
                 payload[:NONCE], payload[NONCE:], _aad(key, flags, plain_len, stored)

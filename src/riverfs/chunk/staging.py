@@ -8,7 +8,8 @@ never dropped), and removes the staged file once the store has it. Reads look he
 the store: a block committed in metadata but not uploaded yet is only here.
 
 After a crash the next mount finds the staged files (their names are the object keys,
-flattened) and uploads them before it serves. Unmount waits until everything is uploaded.
+flattened), serves reads of them from here and queues their uploads. Unmount waits until
+everything is uploaded. Staging refuses new blocks (ENOSPC) when its disk is 95% full.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from riverfs.objects import ObjectStore
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
+DRAIN_BACKOFF = 2.0  # longest pause between retries while unmount waits
+MIN_FREE = 0.05  # staging fails writes with ENOSPC before its disk is this close to full
 
 
 def _name(key: str) -> str:
@@ -48,6 +51,9 @@ class Staging:
         self._unsynced: set[str] = set()  # written, not fsynced yet
         self._sync_lock = asyncio.Lock()
         self._hurry = asyncio.Event()  # set while draining: retry now, not after the backoff
+        # After a failed fsync nobody can tell which staged blocks are durable: every later
+        # sync fails (the writes that needed it fail with it), uploads carry on.
+        self._broken: FSError | None = None
         self.failures = 0  # upload attempts that failed (retried)
 
     def start(self) -> None:
@@ -83,8 +89,14 @@ class Staging:
             code = errno.ENOSPC if e.errno in (errno.ENOSPC, errno.EDQUOT) else errno.EIO
             raise FSError(code, f"staging {key} in {self.dir}: {e.strerror}") from e
 
+    def _check_room(self, size: int) -> None:
+        usage = os.statvfs(self.dir)
+        if (usage.f_bavail * usage.f_frsize - size) < MIN_FREE * usage.f_blocks * usage.f_frsize:
+            raise FSError(errno.ENOSPC, f"staging {self.dir}: disk almost full")
+
     async def put(self, key: str, raw: bytes) -> None:
         """Stage a block (durable after `sync`), then upload it in the background."""
+        self._check_room(len(raw))
         await asyncio.get_running_loop().run_in_executor(None, self._write, key, raw)
         self._unsynced.add(key)
         self._queue(key, len(raw))
@@ -92,9 +104,16 @@ class Staging:
     async def sync(self) -> None:
         """Make every block staged so far durable (before its metadata is committed)."""
         async with self._sync_lock:  # a sync in progress may hold a caller's blocks
+            if self._broken is not None:
+                raise self._broken
             keys, self._unsynced = self._unsynced, set()
             if keys:
-                await asyncio.get_running_loop().run_in_executor(None, self._fsync, keys)
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, self._fsync, keys)
+                except FSError as e:
+                    log.error("staging is unusable until remount: %s", e)
+                    self._broken = FSError(e.errno, f"an earlier fsync failed: {e}")
+                    raise
 
     def _fsync(self, keys: set[str]) -> None:
         try:
@@ -140,6 +159,8 @@ class Staging:
             key = await self._queue_.get()
             try:
                 await self._upload(key)
+            except Exception:  # a worker must survive anything one block does
+                log.exception("upload worker: staged %s", key)
             finally:
                 self._queue_.task_done()
 
@@ -158,11 +179,13 @@ class Staging:
             except Exception as e:
                 self.failures += 1
                 log.warning("upload of staged %s failed (retrying in %.0fs): %s", key, delay, e)
-            try:
-                await asyncio.wait_for(self._hurry.wait(), delay * (1 + random.random() / 2))
-                await asyncio.sleep(0.2)  # draining: retry soon, but do not spin
+            wait = delay * (1 + random.random() / 2)
+            try:  # draining (unmount): a long backoff shrinks to a short one
+                await asyncio.wait_for(self._hurry.wait(), wait)
+                await asyncio.sleep(min(wait, DRAIN_BACKOFF))
             except TimeoutError:
-                delay = min(delay * 2, MAX_BACKOFF)
+                pass
+            delay = min(delay * 2, MAX_BACKOFF)
         path.unlink(missing_ok=True)
         self._sizes.pop(key, None)
 

@@ -263,6 +263,7 @@ def _mount(
         volume = await open_volume(meta_url)
         try:
             volume.unlock(lambda: read_passphrase(key_file))
+            os.environ.pop(ENV, None)  # no longer needed: keep it from child processes
         except BaseException:
             await volume.meta.close()
             raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from pathlib import Path
 
 import click
@@ -96,6 +97,11 @@ def fsck(meta_url: str, repair: bool, check_data: bool, key_file: Path | None) -
 
     r = asyncio.run(run())
     click.echo(f"checked {r.inodes:,} inodes and {r.objects:,} block objects")
+    if r.mounted:
+        click.echo(
+            f"note: {r.mounted} mount(s) live; blocks a --writeback mount has not uploaded yet "
+            "show as missing"
+        )
     for inode, problem in sorted(r.damaged.items()):
         click.echo(f"DAMAGED {r.paths[inode]}: {problem}")
     for problem in r.problems:
@@ -142,20 +148,29 @@ def dump(meta_url: str, file: Path, with_keys: bool) -> None:
 @click.argument("meta_url")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 def load(meta_url: str, file: Path) -> None:
-    """Restore a metadata dump into an empty database (the volume's store stays as it is).
+    """Restore a metadata dump into an empty database; the store goes over to it.
 
-    The restored volume uses the same store as the dumped one: mount only one of them.
+    The restored volume gets a new identity and takes the store over (its riverfs.json): the
+    database the dump came from no longer opens it, so the two never write the same store.
     """
     from riverfs.meta import dump as dumping
     from riverfs.meta import open_meta
+    from riverfs.vfs.volume import take_over_store
 
-    async def run() -> int:
+    async def run():
         meta = await open_meta(meta_url, create=True)
         try:
             with click.open_file(str(file), "r") as inp:
-                return await dumping.load(meta, inp, progress=lambda n: None)
+                settings, rows = await dumping.load(
+                    meta, inp, uuid=str(uuid.uuid4()), progress=lambda n: None
+                )
+            await take_over_store(settings)
+            return settings, rows
         finally:
             await meta.close()
 
-    rows = asyncio.run(run())
-    click.echo(f"loaded {rows:,} rows into {redact_url(meta_url)}")
+    settings, rows = asyncio.run(run())
+    click.echo(
+        f"loaded {rows:,} rows into {redact_url(meta_url)} as volume {settings.uuid}, "
+        f"which now owns {redact_url(settings.storage)}"
+    )

@@ -12,6 +12,7 @@ Lines are written and read one page at a time, so neither side holds the volume 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import IO
@@ -19,6 +20,7 @@ from typing import IO
 from riverfs.errors import RiverError
 from riverfs.meta.engine import Meta
 from riverfs.meta.schema import TABLES
+from riverfs.meta.slices import decode_slices
 from riverfs.meta.types import VolumeSettings
 
 DUMP_VERSION = 1
@@ -115,8 +117,11 @@ async def _scan(meta: Meta, table: str, columns: tuple[str, ...], key: str):
         after = rows[-1][columns.index(key)]
 
 
-async def load(meta: Meta, inp: IO[str], *, progress: Callable[[int], None] = print) -> int:
-    """Restore a dump into an empty database; return the number of rows."""
+async def load(
+    meta: Meta, inp: IO[str], *, uuid: str, progress: Callable[[int], None] = print
+) -> tuple[VolumeSettings, int]:
+    """Restore a dump into an empty database as volume `uuid` (a new identity: the caller
+    hands the store over to it); return its settings and the number of rows."""
     if await meta.load_settings() is not None:
         raise RiverError("the database already holds a volume: load into an empty one")
     try:
@@ -125,7 +130,9 @@ async def load(meta: Meta, inp: IO[str], *, progress: Callable[[int], None] = pr
         head = {}
     if head.get("riverfs_dump") != DUMP_VERSION:
         raise RiverError("not a riverfs metadata dump (or one of an unknown version)")
-    settings = VolumeSettings.from_json(json.dumps(head["settings"]))
+    settings = dataclasses.replace(
+        VolumeSettings.from_json(json.dumps(head["settings"])), uuid=uuid
+    )
     if settings.encryption.get("omitted"):
         raise RiverError(
             "the dump was made without the volume's keys: its data could not be read; "
@@ -140,19 +147,42 @@ async def load(meta: Meta, inp: IO[str], *, progress: Callable[[int], None] = pr
 
     await meta.db.txn(start)
     rows = 0
+    highest = {"next_inode": 0, "next_slice": 0}  # ids in use, whatever the header said
     batch: list[tuple[str, list]] = []
     for line in inp:
         item = json.loads(line)
         if item.get("t") not in TABLE_COLUMNS:
             raise RiverError(f"bad line in the dump: unknown table {item.get('t')!r}")
         batch.append((item["t"], item["r"]))
+        _note_ids(highest, item["t"], item["r"])
         if len(batch) >= PAGE:
             rows += await _insert(meta, batch)
             progress(len(batch))
             batch = []
     rows += await _insert(meta, batch)
     await meta.db.reset_ids(("edges", "pending_deletes"))
-    return rows
+
+    async def counters(tx):  # never hand out an id a loaded row uses (dumps of live volumes)
+        for name, value in highest.items():
+            await tx.run(
+                "UPDATE counters SET value = ? WHERE name = ? AND value <= ?",
+                value + 1,
+                name,
+                value,
+            )
+
+    await meta.db.txn(counters)
+    return settings, rows
+
+
+def _note_ids(highest: dict[str, int], table: str, values: list) -> None:
+    if table == "nodes":
+        highest["next_inode"] = max(highest["next_inode"], values[0])
+    elif table == "chunks":
+        ids = [s.id for s in decode_slices(base64.b64decode(values[2]))]
+        highest["next_slice"] = max(highest["next_slice"], *ids, 0)
+    elif table == "pending_deletes":
+        highest["next_slice"] = max(highest["next_slice"], values[1])
 
 
 async def _insert(meta: Meta, batch: list[tuple[str, list]]) -> int:

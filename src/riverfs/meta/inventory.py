@@ -9,7 +9,7 @@ from __future__ import annotations
 import stat
 from collections.abc import AsyncIterator
 
-from riverfs.errors import FSError
+from riverfs.errors import FSError, RiverError
 from riverfs.meta.engine import _ATTR_COLS, Meta
 from riverfs.meta.slices import Slice, decode_slices
 from riverfs.meta.types import ROOT_INODE, Attr
@@ -113,9 +113,12 @@ async def free_inode(meta: Meta, inode: int) -> None:
 async def lost_and_found(meta: Meta, name: bytes) -> int:
     """The inode of /lost+found, made if missing."""
     try:
-        return (await meta.lookup(ROOT_INODE, name)).inode
+        attr = await meta.lookup(ROOT_INODE, name)
     except FSError:
         return (await meta.create(ROOT_INODE, name, stat.S_IFDIR | 0o700, 0, 0)).inode
+    if not attr.is_dir:
+        raise RiverError(f"/{name.decode()} exists and is not a directory: move it away first")
+    return attr.inode
 
 
 async def adopt(meta: Meta, directory: int, name: bytes, inode: int, is_dir: bool) -> None:

@@ -27,6 +27,7 @@ from riverfs.chunk.store import BlockStore
 from riverfs.meta import inventory
 from riverfs.meta.types import ROOT_INODE
 from riverfs.objects import StoreError
+from riverfs.vfs.session import live_sessions, refuse_if_mounted
 from riverfs.vfs.volume import Volume
 
 LOST_FOUND = b"lost+found"
@@ -39,6 +40,7 @@ class FsckReport:
     damaged: dict[int, str] = field(default_factory=dict)  # inode -> what is wrong
     paths: dict[int, str] = field(default_factory=dict)  # inode -> a path to it
     problems: list[str] = field(default_factory=list)  # metadata problems found
+    mounted: int = 0  # live sessions while checking (write-back blocks may be staged)
     repaired: list[str] = field(default_factory=list)
 
     @property
@@ -55,6 +57,11 @@ async def check_volume(
 ) -> FsckReport:
     meta, settings = volume.meta, volume.settings
     report = FsckReport()
+    report.mounted = len(await live_sessions(meta))
+    if repair:
+        refuse_if_mounted(
+            await live_sessions(meta), "fsck --repair", "its mounts change what fsck repairs"
+        )
     stored = {info.key: info.size async for info in volume.store.list("chunks/")}
     nodes = {a.inode: a async for a in inventory.nodes(meta)}
     report.inodes = len(nodes)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from riverfs.chunk.store import BlockStore
 from riverfs.meta import inventory
 from riverfs.vfs.deleter import Deleter
+from riverfs.vfs.session import live_sessions, refuse_if_mounted
 from riverfs.vfs.volume import Volume
 
 MIN_AGE = 3600.0  # seconds: younger objects may be uploads not yet committed
@@ -49,6 +50,12 @@ async def collect_garbage(
 ) -> GarbageReport:
     """Report (and with `delete`, remove) unreferenced block objects."""
     report = GarbageReport()
+    if delete:
+        refuse_if_mounted(
+            await live_sessions(volume.meta),
+            "gc --delete",
+            "a file written for longer than --min-age has blocks it has not committed yet",
+        )
     blocks = BlockStore(volume.store, volume.settings.block_size, "none", None)
     try:
         if delete:

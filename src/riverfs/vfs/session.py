@@ -16,7 +16,8 @@ import socket
 from collections.abc import Callable
 
 from riverfs import __version__
-from riverfs.meta import Meta
+from riverfs.errors import RiverError
+from riverfs.meta import Meta, SessionInfo
 from riverfs.meta.engine import now_ns
 from riverfs.vfs.deleter import Deleter
 
@@ -121,6 +122,23 @@ class Session:
                     s.mountpoint,
                     freed,
                 )
+
+
+async def live_sessions(meta: Meta) -> list[SessionInfo]:
+    """Sessions of mounts that are still running (as far as heartbeats and pids tell)."""
+    host, now = socket.gethostname(), now_ns()
+    return [
+        s
+        for s in await meta.sessions()
+        if not s.stale(now, STALE_HEARTBEATS) and not (s.host == host and not pid_alive(s.pid))
+    ]
+
+
+def refuse_if_mounted(sessions: list[SessionInfo], what: str, why: str) -> None:
+    """RiverError naming the mounts, for tools that must not run beside them."""
+    if sessions:
+        where = ", ".join(f"{s.host}:{s.mountpoint}" for s in sessions)
+        raise RiverError(f"the volume is mounted ({where}): unmount it before {what} ({why})")
 
 
 def pid_alive(pid: int) -> bool:

@@ -42,6 +42,16 @@ class Volume:
             self.keys = crypto.unlock(self.settings.encryption, passphrase())
 
 
+async def take_over_store(settings: VolumeSettings) -> None:
+    """Make the store belong to `settings.uuid` (a restored volume): the volume it belonged
+    to before no longer opens it."""
+    store = open_store(settings.storage)
+    try:
+        await store.put(SETTINGS_KEY, settings.to_json().encode())
+    except StoreError as e:
+        raise _store_problem(settings.storage, e) from e
+
+
 async def change_passphrase(volume: Volume, old: str, new: str) -> None:
     """Rewrap the master key with `new`, in the database and in the store's copy."""
     entry = crypto.rewrap(volume.settings.encryption, old, new)
