@@ -14,6 +14,8 @@ import logging
 
 import pyfuse3
 
+from riverfs.vfs.background import cancel
+
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 10_000
@@ -31,12 +33,7 @@ class KernelInvalidator:
 
     async def stop(self) -> None:
         """Stop; a kernel call already in its thread finishes first (before unmount)."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel(self._task)
         if self._running is not None and not self._running.done():
             await asyncio.wait([self._running], timeout=10)
 

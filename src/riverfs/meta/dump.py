@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import IO
 
 from riverfs.errors import RiverError
+from riverfs.meta import inventory
 from riverfs.meta.engine import Meta
 from riverfs.meta.schema import TABLES
 from riverfs.meta.slices import decode_slices
@@ -102,19 +103,8 @@ async def _scan(meta: Meta, table: str, columns: tuple[str, ...], key: str):
             if len(rows) < PAGE:
                 return
             offset += PAGE
-    after = -1
-    while True:
-        rows = await meta.db.txn(
-            lambda tx, a=after: tx.all(
-                f"SELECT {cols} FROM {table} WHERE {key} > ? ORDER BY {key} LIMIT ?", a, PAGE
-            ),
-            write=False,
-        )
-        for row in rows:
-            yield row
-        if len(rows) < PAGE:
-            return
-        after = rows[-1][columns.index(key)]
+    async for row in inventory.rows(meta, table, cols, key):
+        yield row
 
 
 async def load(

@@ -38,39 +38,32 @@ async def chunks(meta: Meta) -> AsyncIterator[tuple[int, int, list[Slice]]]:
             return
 
 
-async def nodes(meta: Meta) -> AsyncIterator[Attr]:
-    after = 0
+async def rows(meta: Meta, table: str, columns: str, key: str) -> AsyncIterator[tuple]:
+    """Every row of `table` (`columns`, the first of them `key`, an integer key), in key order."""
+    after = -1
     while True:
-        rows = await meta.db.txn(
+        page = await meta.db.txn(
             lambda tx, a=after: tx.all(
-                f"SELECT {_ATTR_COLS} FROM nodes WHERE inode > ? ORDER BY inode LIMIT ?", a, PAGE
+                f"SELECT {columns} FROM {table} WHERE {key} > ? ORDER BY {key} LIMIT ?", a, PAGE
             ),
             write=False,
         )
-        for row in rows:
-            yield Attr(*row)
-        if len(rows) < PAGE:
+        for row in page:
+            yield row
+        if len(page) < PAGE:
             return
-        after = rows[-1][0]
+        after = page[-1][0]
+
+
+async def nodes(meta: Meta) -> AsyncIterator[Attr]:
+    async for row in rows(meta, "nodes", _ATTR_COLS, "inode"):
+        yield Attr(*row)
 
 
 async def edges(meta: Meta) -> AsyncIterator[tuple[int, int, bytes, int]]:
     """(id, parent, name, inode) of every directory entry."""
-    after = 0
-    while True:
-        rows = await meta.db.txn(
-            lambda tx, a=after: tx.all(
-                "SELECT id, parent, name, inode FROM edges WHERE id > ? ORDER BY id LIMIT ?",
-                a,
-                PAGE,
-            ),
-            write=False,
-        )
-        for row_id, parent, name, inode in rows:
-            yield row_id, parent, bytes(name), inode
-        if len(rows) < PAGE:
-            return
-        after = rows[-1][0]
+    async for row_id, parent, name, inode in rows(meta, "edges", "id, parent, name, inode", "id"):
+        yield row_id, parent, bytes(name), inode
 
 
 async def pending_slices(meta: Meta) -> set[int]:

@@ -12,6 +12,7 @@ import logging
 
 from riverfs.chunk.store import BlockStore
 from riverfs.meta import Meta
+from riverfs.vfs.background import cancel
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,4 @@ class Deleter:
             self._wake.clear()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel(self._task)

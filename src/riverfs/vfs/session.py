@@ -19,6 +19,7 @@ from riverfs import __version__
 from riverfs.errors import RiverError
 from riverfs.meta import Meta, SessionInfo
 from riverfs.meta.engine import now_ns
+from riverfs.vfs.background import cancel
 from riverfs.vfs.deleter import Deleter
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,7 @@ class Session:
 
     async def stop(self) -> int:
         """End the session; return how many deleted-but-open files were freed."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel(self._task)
         return await self.meta.close_session(self.meta.session_id)
 
     async def _run(self) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from riverfs.errors import FSError
 from riverfs.meta.changes import Change, parse_payload
+from riverfs.vfs.background import cancel
 
 if TYPE_CHECKING:
     from riverfs.vfs.fs import VFS
@@ -59,12 +60,7 @@ class ChangeWatcher:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel(self._task)
 
     async def _run(self) -> None:
         while True:
