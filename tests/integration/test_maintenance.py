@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import time
 from pathlib import Path
@@ -99,3 +100,32 @@ def test_deleting_and_repairing_tools_refuse_while_the_volume_is_mounted(volume)
         assert str(m.path) in proc.stderr
     assert "unreferenced:         0" in run_cli("gc", volume.meta_url).stdout  # reports work
     assert "mount(s) live" in run_cli("fsck", volume.meta_url).stdout
+
+
+def test_gc_delete_compacts_a_chunk_written_in_many_pieces(volume):
+    m = volume.mount()
+    path = m.path / "patched"
+    content = bytearray(os.urandom(1 << 20))
+    path.write_bytes(content)
+    rng = random.Random(7)
+    for _ in range(40):  # each patch, closed, is a slice of its own
+        at, piece = rng.randrange(0, (1 << 20) + 8192), os.urandom(rng.randrange(1, 9000))
+        with open(path, "r+b") as f:
+            f.seek(at)
+            f.write(piece)
+        content[at : at + len(piece)] = piece
+    m.umount()
+    db = sqlite3.connect(volume.root / "meta.db")
+    (blob,) = db.execute("SELECT slices FROM chunks").fetchone()
+    assert len(blob) // 24 >= 40
+    before = store_objects(volume)
+    out = run_cli("gc", volume.meta_url, "--delete").stdout
+    assert "compacted: 1 fragmented chunks" in out
+    (blob,) = db.execute("SELECT slices FROM chunks").fetchone()
+    assert len(blob) // 24 == 1
+    after = store_objects(volume)
+    assert len(after) == 1 and not after & before  # one new slice; the old ones deleted
+    m = volume.mount()
+    assert (m.path / "patched").read_bytes() == bytes(content)
+    m.umount()
+    assert run_cli("fsck", volume.meta_url, "--check-data").returncode == 0

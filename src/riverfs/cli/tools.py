@@ -28,20 +28,25 @@ def _progress(what: str) -> Progress:
 @click.command()
 @click.argument("meta_url")
 @click.option("--delete", is_flag=True, help="Delete what is found (default: only report).")
+@click.option("--key-file", type=click.Path(path_type=Path), help="Passphrase file.")
 @click.option(
     "--min-age",
     default=3600.0,
     show_default=True,
     help="Seconds an unreferenced object must be old to count (uploads in flight are younger).",
 )
-def gc(meta_url: str, delete: bool, min_age: float) -> None:
-    """Find objects no file references (leaked by crashes); remove them with --delete."""
+def gc(meta_url: str, delete: bool, key_file: Path | None, min_age: float) -> None:
+    """Find objects no file references (leaked by crashes); with --delete remove them, run
+    the queued deletes and compact fragmented chunks (an encrypted volume needs its
+    passphrase for that)."""
     from riverfs.vfs.gc import collect_garbage
     from riverfs.vfs.volume import open_volume
 
     async def run():
         volume = await open_volume(meta_url)
         try:
+            if delete:
+                volume.unlock(lambda: read_passphrase(key_file))
             with _progress("listing the store") as bar:
                 task = bar.add_task("gc")
                 return await collect_garbage(
@@ -61,6 +66,7 @@ def gc(meta_url: str, delete: bool, min_age: float) -> None:
     for key in r.sample:
         click.echo(f"  {key}")
     if delete:
+        click.echo(f"compacted: {r.compacted:,} fragmented chunks")
         click.echo(f"deleted: {r.deleted:,} unreferenced, {r.pending_deleted:,} queued deletes")
     elif r.leaked:
         click.echo("nothing deleted; run again with --delete to remove them")

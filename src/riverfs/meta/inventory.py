@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from riverfs.errors import FSError, RiverError
 from riverfs.meta.engine import _ATTR_COLS, Meta
-from riverfs.meta.slices import Slice, decode_slices
+from riverfs.meta.slices import Slice, decode_slices, encode_slices
 from riverfs.meta.types import ROOT_INODE, Attr
 
 PAGE = 1000
@@ -128,3 +128,24 @@ async def adopt(meta: Meta, directory: int, name: bytes, inode: int, is_dir: boo
             await tx.run("UPDATE nodes SET nlink = 1 WHERE inode = ?", inode)
 
     await meta.db.txn(fn)
+
+
+async def replace_chunk(meta: Meta, inode: int, idx: int, old: list[Slice], new: Slice) -> bool:
+    """Replace a chunk's records `old` by the single slice `new` (compaction), queueing the old
+    slices for deletion. False, changing nothing, if the records are no longer `old`."""
+
+    async def fn(tx):
+        row = await tx.one("SELECT slices FROM chunks WHERE inode = ? AND idx = ?", inode, idx)
+        if row is None or decode_slices(bytes(row[0])) != old:
+            return False
+        await tx.run(
+            "UPDATE chunks SET slices = ? WHERE inode = ? AND idx = ?",
+            encode_slices([new]),
+            inode,
+            idx,
+        )
+        await meta._queue_slices(tx, [s for s in old if s.id != new.id])
+        tx.changes.data(inode)
+        return True
+
+    return await meta.db.txn(fn)

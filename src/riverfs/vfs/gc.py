@@ -4,7 +4,8 @@ Leaks have known causes (docs/ARCHITECTURE.md, "Crash windows"): a crash between
 slice's blocks and committing it, a format --force over old data, a deleter interrupted by a
 crash. `collect_garbage` finds them by listing the store and comparing slice ids with the
 chunk records; objects younger than `min_age` are left alone, since they may belong to a
-write still in flight on some mount. It also runs the queued deferred deletes.
+write still in flight on some mount. With `delete` it also compacts fragmented chunks
+(vfs/compact.py) and runs the queued deferred deletes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 from riverfs.chunk.store import BlockStore
 from riverfs.meta import inventory
+from riverfs.vfs.compact import compact_chunks
 from riverfs.vfs.deleter import Deleter
 from riverfs.vfs.session import live_sessions, refuse_if_mounted
 from riverfs.vfs.volume import Volume
@@ -31,6 +33,7 @@ class GarbageReport:
     young: int = 0  # unreferenced, but too young to judge
     deleted: int = 0
     pending_deleted: int = 0  # queued deferred deletes carried out
+    compacted: int = 0  # fragmented chunks rewritten as one slice (with delete)
     sample: list[str] = field(default_factory=list)
 
 
@@ -56,9 +59,18 @@ async def collect_garbage(
             "gc --delete",
             "a file written for longer than --min-age has blocks it has not committed yet",
         )
-    blocks = BlockStore(volume.store, volume.settings.block_size, "none", None)
+    settings = volume.settings
+    blocks = BlockStore(
+        volume.store,
+        settings.block_size,
+        settings.compression,
+        None,
+        cipher=volume.keys.blocks if volume.keys is not None else None,
+    )
     try:
         if delete:
+            if not settings.encryption or volume.keys is not None:
+                report.compacted = (await compact_chunks(volume, blocks)).chunks
             report.pending_deleted = await Deleter(volume.meta, blocks).drain()
         referenced = await inventory.pending_slices(volume.meta)
         async for _inode, _idx, slices in inventory.chunks(volume.meta):
