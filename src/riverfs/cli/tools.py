@@ -1,4 +1,5 @@
-"""`riverfs gc` and `riverfs fsck`: maintenance, safe by default, with progress and a summary."""
+"""`riverfs gc`, `fsck`, `dump`, `load`: maintenance, safe by default, with progress and a
+summary."""
 
 from __future__ import annotations
 
@@ -15,14 +16,29 @@ from riverfs.cli.passphrase import read_passphrase
 from riverfs.objects.urls import redact_url
 
 
-def _progress(what: str) -> Progress:
-    return Progress(
-        SpinnerColumn(),
-        TextColumn(f"{what}: {{task.completed:,}} objects"),
-        TimeElapsedColumn(),
-        transient=True,
-        disable=not sys.stderr.isatty(),
-    )
+def _run_tool(meta_url: str, what: str, tool, *, unlock: bool, key_file: Path | None):
+    """Open the volume (and unlock it if asked), run `tool(volume, progress)` under a progress
+    bar counting objects as `what`, close it; return what the tool returned."""
+    from riverfs.vfs.volume import open_volume
+
+    async def run():
+        volume = await open_volume(meta_url)
+        try:
+            if unlock:
+                volume.unlock(lambda: read_passphrase(key_file))
+            with Progress(
+                SpinnerColumn(),
+                TextColumn(f"{what}: {{task.completed:,}} objects"),
+                TimeElapsedColumn(),
+                transient=True,
+                disable=not sys.stderr.isatty(),
+            ) as bar:
+                task = bar.add_task(what)
+                return await tool(volume, lambda n: bar.advance(task, n))
+        finally:
+            await volume.meta.close()
+
+    return asyncio.run(run())
 
 
 @click.command()
@@ -40,25 +56,16 @@ def gc(meta_url: str, delete: bool, key_file: Path | None, min_age: float) -> No
     the queued deletes and compact fragmented chunks (an encrypted volume needs its
     passphrase for that)."""
     from riverfs.vfs.gc import collect_garbage
-    from riverfs.vfs.volume import open_volume
 
-    async def run():
-        volume = await open_volume(meta_url)
-        try:
-            if delete:
-                volume.unlock(lambda: read_passphrase(key_file))
-            with _progress("listing the store") as bar:
-                task = bar.add_task("gc")
-                return await collect_garbage(
-                    volume,
-                    delete=delete,
-                    min_age=min_age,
-                    progress=lambda n: bar.advance(task, n),
-                )
-        finally:
-            await volume.meta.close()
-
-    r = asyncio.run(run())
+    r = _run_tool(
+        meta_url,
+        "listing the store",
+        lambda volume, progress: collect_garbage(
+            volume, delete=delete, min_age=min_age, progress=progress
+        ),
+        unlock=delete,  # compaction reads (and decrypts) data
+        key_file=key_file,
+    )
     click.echo(f"objects in the store: {r.objects:,}")
     click.echo(f"unreferenced:         {r.leaked:,} ({human_size(r.leaked_bytes)})")
     if r.young:
@@ -83,25 +90,16 @@ def fsck(meta_url: str, repair: bool, check_data: bool, key_file: Path | None) -
     Exit status: 0 clean (or everything repaired), 1 damage or problems remain.
     """
     from riverfs.vfs.fsck import check_volume
-    from riverfs.vfs.volume import open_volume
 
-    async def run():
-        volume = await open_volume(meta_url)
-        try:
-            if check_data:
-                volume.unlock(lambda: read_passphrase(key_file))
-            with _progress("checking objects") as bar:
-                task = bar.add_task("fsck")
-                return await check_volume(
-                    volume,
-                    repair=repair,
-                    check_data=check_data,
-                    progress=lambda n: bar.advance(task, n),
-                )
-        finally:
-            await volume.meta.close()
-
-    r = asyncio.run(run())
+    r = _run_tool(
+        meta_url,
+        "checking objects",
+        lambda volume, progress: check_volume(
+            volume, repair=repair, check_data=check_data, progress=progress
+        ),
+        unlock=check_data,
+        key_file=key_file,
+    )
     click.echo(f"checked {r.inodes:,} inodes and {r.objects:,} block objects")
     if r.mounted:
         click.echo(

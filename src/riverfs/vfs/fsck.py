@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from riverfs.chunk.block import BlockCorrupt, block_lengths, payload_offset, slice_keys
-from riverfs.chunk.store import BlockStore
 from riverfs.meta import inventory
 from riverfs.meta.types import ROOT_INODE
 from riverfs.objects import StoreError
@@ -57,11 +56,10 @@ async def check_volume(
 ) -> FsckReport:
     meta, settings = volume.meta, volume.settings
     report = FsckReport()
-    report.mounted = len(await live_sessions(meta))
+    mounts = await live_sessions(meta)
+    report.mounted = len(mounts)
     if repair:
-        refuse_if_mounted(
-            await live_sessions(meta), "fsck --repair", "its mounts change what fsck repairs"
-        )
+        refuse_if_mounted(mounts, "fsck --repair", "its mounts change what fsck repairs")
     stored = {info.key: info.size async for info in volume.store.list("chunks/")}
     nodes = {a.inode: a async for a in inventory.nodes(meta)}
     report.inodes = len(nodes)
@@ -81,13 +79,7 @@ async def check_volume(
         if attr.is_dir:
             subdirs[parent] += 1
 
-    blocks = BlockStore(
-        volume.store,
-        settings.block_size,
-        settings.compression,
-        None,
-        cipher=volume.keys.blocks if volume.keys is not None else None,
-    )
+    blocks = volume.block_store()
     plain = settings.compression == "none" and not settings.encryption
     try:
         async for inode, _idx, slices in inventory.chunks(meta):

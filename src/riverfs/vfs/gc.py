@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from riverfs.chunk.store import BlockStore
 from riverfs.meta import inventory
 from riverfs.vfs.compact import compact_chunks
 from riverfs.vfs.deleter import Deleter
@@ -59,17 +58,10 @@ async def collect_garbage(
             "gc --delete",
             "a file written for longer than --min-age has blocks it has not committed yet",
         )
-    settings = volume.settings
-    blocks = BlockStore(
-        volume.store,
-        settings.block_size,
-        settings.compression,
-        None,
-        cipher=volume.keys.blocks if volume.keys is not None else None,
-    )
+    blocks = volume.block_store()
     try:
         if delete:
-            if not settings.encryption or volume.keys is not None:
+            if not volume.encrypted or volume.keys is not None:  # compaction reads data
                 report.compacted = (await compact_chunks(volume, blocks)).chunks
             report.pending_deleted = await Deleter(volume.meta, blocks).drain()
         referenced = await inventory.pending_slices(volume.meta)

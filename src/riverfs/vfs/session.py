@@ -101,12 +101,9 @@ class Session:
     async def _clean_dead_sessions(self) -> None:
         """Free what dead mounts left behind: mounts of this host whose process is gone, and
         any mount that missed STALE_HEARTBEATS heartbeats."""
-        host = socket.gethostname()
-        now = now_ns()
+        host, now = socket.gethostname(), now_ns()
         for s in await self.meta.sessions():
-            if s.id == self.meta.session_id:
-                continue
-            if (s.host == host and not pid_alive(s.pid)) or s.stale(now, STALE_HEARTBEATS):
+            if s.id != self.meta.session_id and is_dead(s, host, now):
                 freed = await self.meta.close_session(s.id)
                 if freed:
                     self.deleter.poke()
@@ -120,14 +117,15 @@ class Session:
                 )
 
 
+def is_dead(s: SessionInfo, host: str, now: int) -> bool:
+    """A session whose mount is gone: its process on this host, or its heartbeats."""
+    return (s.host == host and not pid_alive(s.pid)) or s.stale(now, STALE_HEARTBEATS)
+
+
 async def live_sessions(meta: Meta) -> list[SessionInfo]:
     """Sessions of mounts that are still running (as far as heartbeats and pids tell)."""
     host, now = socket.gethostname(), now_ns()
-    return [
-        s
-        for s in await meta.sessions()
-        if not s.stale(now, STALE_HEARTBEATS) and not (s.host == host and not pid_alive(s.pid))
-    ]
+    return [s for s in await meta.sessions() if not is_dead(s, host, now)]
 
 
 def refuse_if_mounted(sessions: list[SessionInfo], what: str, why: str) -> None:

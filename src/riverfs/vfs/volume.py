@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from riverfs.chunk import crypto
+from riverfs.chunk.store import BlockStore
 from riverfs.errors import RiverError
 from riverfs.meta import Meta, VolumeSettings, open_meta
 from riverfs.objects import ObjectNotFound, ObjectStore, StoreError, open_store
@@ -34,6 +35,12 @@ class Volume:
     @property
     def encrypted(self) -> bool:
         return bool(self.settings.encryption)
+
+    def block_store(self) -> BlockStore:
+        """Blocks of this volume for a tool (gc, fsck): no disk cache, no staging."""
+        s = self.settings
+        cipher = self.keys.blocks if self.keys is not None else None
+        return BlockStore(self.store, s.block_size, s.compression, None, cipher=cipher)
 
     def unlock(self, passphrase: Callable[[], str]) -> None:
         """Unwrap the master key (asking `passphrase` only if the volume is encrypted);
