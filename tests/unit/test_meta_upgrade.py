@@ -19,6 +19,7 @@ def test_a_volume_of_schema_1_is_brought_up_to_date(tmp_path):
         with sqlite3.connect(tmp_path / "meta.db") as db:  # the tables as schema 1 had them
             db.executescript(
                 "DROP TABLE sessions; DROP TABLE changelog; DROP TABLE usage; DROP TABLE doomed;"
+                "DROP TABLE locks; DROP TABLE locked_inodes;"
                 "CREATE TABLE sessions (id INTEGER PRIMARY KEY AUTOINCREMENT, host TEXT NOT NULL,"
                 " pid INTEGER NOT NULL, mountpoint TEXT NOT NULL, version TEXT NOT NULL,"
                 " started INTEGER NOT NULL, heartbeat INTEGER NOT NULL);"
@@ -28,7 +29,8 @@ def test_a_volume_of_schema_1_is_brought_up_to_date(tmp_path):
         meta = await open_meta(meta_url(tmp_path))
         await meta.prepare()
         await meta.open_session("h", 1, "/m", "t", 2.5)
-        await meta.create(ROOT, b"f", FILE, 0, 0)
+        f = await meta.create(ROOT, b"f", FILE, 0, 0)
+        assert await meta.setlk(f.inode, meta.session_id, 1, 0, 9, 1, 1)  # schema 3: locks
         [s] = await meta.sessions()
         assert s.beat_every == 2.5 and (await meta.usage()).inodes == 2
         await meta.close()

@@ -98,7 +98,7 @@ class MetaCache:
                 if item is not None and c.name not in item[0]:
                     item[0].add(c.name)
                     self._complete_names += 1
-            else:
+            elif c.kind != "l":  # a lock change leaves the attributes as they were
                 self._attrs.pop(c.inode, None)
         self._trim_complete()
 

@@ -6,8 +6,10 @@ mount drops the kernel's cached entries and attributes for them (vfs/watcher.py)
 
 Text form, small enough for a NOTIFY payload: `<session>|<event>;<event>...` where an event is
 `e<parent>/<hex name>` (a directory entry appeared, vanished or changed), `a<inode>`
-(attributes changed), `d<inode>` (contents changed) or `u<inode>` (its last link went away:
-a mount that still has it open must claim it).
+(attributes changed), `d<inode>` (contents changed), `u<inode>` (its last link went away:
+a mount that still has it open must claim it) or `l<inode>` (a lock on it was released or
+changed: a mount waiting for a lock there tries again). A reader skips kinds it does not
+know, so older mounts ignore newer events.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ MAX_PAYLOAD = 7000  # PostgreSQL's NOTIFY limit is 8000 bytes
 
 @dataclass(slots=True, frozen=True)
 class Change:
-    kind: str  # "e" entry, "a" attributes, "d" data, "u" unlinked
+    kind: str  # "e" entry, "a" attributes, "d" data, "u" unlinked, "l" lock released
     inode: int  # the inode (for "e": the parent directory)
     name: bytes = b""
 
@@ -45,6 +47,9 @@ class Changes:
 
     def unlinked(self, inode: int) -> None:
         self.items[Change("u", inode)] = None
+
+    def lock_released(self, inode: int) -> None:
+        self.items[Change("l", inode)] = None
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -80,7 +85,7 @@ def parse_payload(payload: str) -> tuple[int, list[Change]]:
             if text.startswith("e"):
                 parent, _, name = text[1:].partition("/")
                 changes.append(Change("e", int(parent), bytes.fromhex(name)))
-            elif text[:1] in ("a", "d", "u"):
+            elif text[:1] in ("a", "d", "u", "l"):
                 changes.append(Change(text[0], int(text[1:])))
         except ValueError:
             continue

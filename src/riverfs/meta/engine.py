@@ -21,6 +21,18 @@ from collections.abc import Callable
 from riverfs.errors import FSError
 from riverfs.meta.cache import MetaCache
 from riverfs.meta.changes import Changes
+from riverfs.meta.locks import (
+    F_UNLCK,
+    FLOCK,
+    OFFSET_MAX,
+    POSIX,
+    Held,
+    Holder,
+    Range,
+    apply,
+    first_conflict,
+    gave_up,
+)
 from riverfs.meta.schema import COUNTERS, TABLES
 from riverfs.meta.slices import Slice, decode_slices, encode_slices
 from riverfs.meta.types import (
@@ -74,6 +86,11 @@ def attr_row(attr: Attr) -> tuple:
 
 def now_ns() -> int:
     return time.time_ns()
+
+
+def _signed(owner: int) -> int:
+    """A FUSE lock_owner (u64) as the signed 64-bit integer both databases store."""
+    return owner - (1 << 64) if owner >= 1 << 63 else owner
 
 
 def check_name(name: bytes) -> None:
@@ -134,6 +151,8 @@ class Meta:
                 "usage",
                 "leases",
                 "doomed",
+                "locks",
+                "locked_inodes",
             ):
                 await tx.run(f"DELETE FROM {table}")
             await tx.run("INSERT INTO settings VALUES ('volume', ?)", settings.to_json())
@@ -288,14 +307,19 @@ class Meta:
         return await self.db.txn(fn, write=False)
 
     async def close_session(self, session_id: int) -> int:
-        """End a session (this one at unmount, or a dead one): free the deleted inodes it kept
-        open that no other session keeps. Returns how many were freed."""
+        """End a session (this one at unmount, or a dead one): release its locks, free the
+        deleted inodes it kept open that no other session keeps. Returns how many were freed."""
 
         async def fn(tx):
             rows = await tx.all("SELECT inode FROM sustained WHERE session = ?", session_id)
             await tx.run("DELETE FROM sustained WHERE session = ?", session_id)
             await tx.run("DELETE FROM sessions WHERE id = ?", session_id)
             await tx.run("DELETE FROM leases WHERE session = ?", session_id)
+            # Its locks go too: mounts waiting for them hear it.
+            for (inode,) in await tx.all(
+                "DELETE FROM locks WHERE session = ? RETURNING inode", session_id
+            ):
+                tx.changes.lock_released(inode)
             freed = 0
             for (inode,) in rows:
                 freed += await self._free_if_unused(tx, inode)
@@ -851,7 +875,7 @@ class Meta:
         if attr.stored:  # nothing stored: no slice holds data (saves a round trip)
             for (blob,) in await tx.all("SELECT slices FROM chunks WHERE inode = ?", inode):
                 await self._queue_slices(tx, decode_slices(blob))
-        for table in ("chunks", "symlinks", "xattrs", "nodes"):
+        for table in ("chunks", "symlinks", "xattrs", "locks", "locked_inodes", "nodes"):
             await tx.defer(f"DELETE FROM {table} WHERE inode = ?", inode)
         await self._count(tx, -1, -attr.stored)
         tx.changes.attr(inode)
@@ -1008,6 +1032,142 @@ class Meta:
                 await tx.run("DELETE FROM pending_deletes WHERE id = ?", qid)
 
         await self.db.txn(fn)
+
+    # ---- locks ----------------------------------------------------------------------------
+    # A lock's owner is (session, FUSE lock_owner); meta/locks.py decides, these keep the rows.
+    # Every change writes the inode's locked_inodes row, so two concurrent changes on one
+    # inode collide (PostgreSQL) and the retried one sees the other's locks. A release that
+    # only deletes rows need not: a transaction that missed it sees more locks, not fewer.
+
+    async def getlk(
+        self, inode: int, session: int, owner: int, start: int, end: int, type: int
+    ) -> Holder | None:
+        """F_GETLK: the POSIX lock of another owner that keeps (session, owner) from locking
+        [start, end] of `inode` with `type`, with its holder's session and host; None if
+        nothing does."""
+        me = (session, _signed(owner))
+
+        async def fn(tx):
+            rows = await tx.all(
+                "SELECT l.session, l.owner, l.type, l.first_byte, l.last_byte, l.pid, s.host"
+                " FROM locks l LEFT JOIN sessions s ON s.id = l.session"
+                " WHERE l.inode = ? AND l.kind = ? AND l.last_byte >= ? AND l.first_byte <= ?",
+                inode,
+                POSIX,
+                start,
+                end,
+            )
+            hosts = {r[0]: r[6] or "" for r in rows}
+            held = [Held((r[0], r[1]), Range(*r[2:6])) for r in rows]
+            hit = first_conflict(held, me, type, start, end)
+            if hit is None:
+                return None
+            r = hit.range
+            return Holder(r.type, r.start, r.end, r.pid, hit.owner[0], hosts[hit.owner[0]])
+
+        return await self.db.txn(fn, write=False)
+
+    async def setlk(
+        self,
+        inode: int,
+        session: int,
+        owner: int,
+        start: int,
+        end: int,
+        type: int,
+        pid: int,
+        kind: str = POSIX,
+    ) -> bool:
+        """Lock [start, end] of `inode` with `type` for (session, owner), or unlock it
+        (F_UNLCK). False, changing nothing, if another owner holds a conflicting lock; never
+        waits.
+
+        `kind` FLOCK: a whole-file flock lock (the range is ignored). As on Linux, converting
+        one (shared to exclusive or back) drops the old lock first: a conversion that
+        conflicts returns False with the old lock released.
+        """
+        if kind == FLOCK:
+            start, end = 0, OFFSET_MAX
+        me = (session, _signed(owner))
+
+        async def fn(tx):
+            rows = await tx.all(  # what overlaps or touches the range (own ranges may merge)
+                "SELECT session, owner, type, first_byte, last_byte, pid FROM locks"
+                " WHERE inode = ? AND kind = ? AND last_byte >= ? AND first_byte <= ?",
+                inode,
+                kind,
+                max(start - 1, 0),
+                min(end + 1, OFFSET_MAX),
+            )
+            mine = [Range(*r[2:]) for r in rows if (r[0], r[1]) == me]
+            others = [Held((r[0], r[1]), Range(*r[2:])) for r in rows if (r[0], r[1]) != me]
+            if kind == FLOCK and mine and mine[0].type == type:
+                return True  # held already
+            granted = type == F_UNLCK or first_conflict(others, me, type, start, end) is None
+            if granted:
+                after = apply(mine, type, start, end, pid)
+            elif kind == FLOCK:
+                after = []  # the conversion dropped the old lock
+            else:
+                return False
+            await self._write_locks(tx, inode, me, kind, mine, after)
+            return granted
+
+        return await self.db.txn(fn)
+
+    async def _write_locks(
+        self, tx, inode: int, me: tuple[int, int], kind: str, before: list, after: list
+    ) -> None:
+        """Replace the owner's ranges `before` with `after` (only the rows that differ)."""
+        gone = [r for r in before if r not in after]
+        new = [r for r in after if r not in before]
+        if not gone and not new:
+            return
+        for r in gone:
+            await tx.defer(
+                "DELETE FROM locks WHERE inode = ? AND session = ? AND owner = ? AND kind = ?"
+                " AND first_byte = ?",
+                inode,
+                *me,
+                kind,
+                r.start,
+            )
+        for r in new:
+            await tx.defer(
+                "INSERT INTO locks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                inode,
+                *me,
+                kind,
+                r.type,
+                r.start,
+                r.end,
+                r.pid,
+            )
+        await tx.defer(
+            "INSERT INTO locked_inodes VALUES (?, 1) ON CONFLICT (inode)"
+            " DO UPDATE SET changes = locked_inodes.changes + 1",
+            inode,
+        )
+        if gave_up(before, after):
+            tx.changes.lock_released(inode)
+
+    async def unlock_owner(self, inode: int, session: int, owner: int, kind: str = POSIX) -> bool:
+        """Release every lock of `kind` (session, owner) holds on `inode` (close, release).
+        True if there was one."""
+
+        async def fn(tx):
+            if await tx.run(
+                "DELETE FROM locks WHERE inode = ? AND session = ? AND owner = ? AND kind = ?",
+                inode,
+                session,
+                _signed(owner),
+                kind,
+            ):
+                tx.changes.lock_released(inode)
+                return True
+            return False
+
+        return await self.db.txn(fn)
 
     # ---- extended attributes --------------------------------------------------------------
 

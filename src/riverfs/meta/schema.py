@@ -4,7 +4,7 @@ Times are nanoseconds since the epoch. Names and symlink targets are bytes (BLOB
 the root directory; its `parent` is 1.
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: locks, locked_inodes
 
 TABLES = """
 -- One row: name 'volume', value = VolumeSettings as JSON (also copied to <store>/riverfs.json).
@@ -140,6 +140,37 @@ CREATE TABLE IF NOT EXISTS leases (
 CREATE TABLE IF NOT EXISTS doomed (
     inode INTEGER PRIMARY KEY,
     at    INTEGER NOT NULL
+);
+
+-- File locks, held across every mount (meta/locks.py has the range algebra). One row per
+-- range one owner holds; an owner's ranges never overlap, and adjacent ones of one type are
+-- merged.
+--   session: the mount holding it (its locks go when it unmounts or is judged dead)
+--   owner:   the FUSE lock_owner of the holder (a u64, stored as signed 64-bit)
+--   kind:    'p' POSIX record lock (fcntl), 'f' flock (whole file; the two never conflict)
+--   type:    0 F_RDLCK (shared), 1 F_WRLCK (exclusive)
+--   first_byte, last_byte: the range, inclusive; last_byte 2**63-1 = to the end of the file
+--   pid:     the process that set it, on the session's host (F_GETLK reports it there)
+CREATE TABLE IF NOT EXISTS locks (
+    inode      INTEGER NOT NULL,
+    session    INTEGER NOT NULL,
+    owner      INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    type       INTEGER NOT NULL,
+    first_byte INTEGER NOT NULL,
+    last_byte  INTEGER NOT NULL,
+    pid        INTEGER NOT NULL,
+    PRIMARY KEY (inode, session, owner, kind, first_byte)
+);
+CREATE INDEX IF NOT EXISTS locks_by_session ON locks (session);
+
+-- Inodes that have (or had) locks. Every lock taken or changed updates its inode's row, so
+-- two concurrent lock transactions on one inode collide on it (PostgreSQL REPEATABLE READ
+-- retries the loser, which then sees the winner's lock). Removed when the inode is freed.
+--   changes: how many lock changes the inode has seen (only written, never read)
+CREATE TABLE IF NOT EXISTS locked_inodes (
+    inode   INTEGER PRIMARY KEY,
+    changes INTEGER NOT NULL
 );
 """
 

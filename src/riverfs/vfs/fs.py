@@ -25,6 +25,7 @@ from riverfs.meta.engine import now_ns
 from riverfs.objects import StoreError
 from riverfs.vfs.deleter import Deleter
 from riverfs.vfs.handles import Caller, HandleTable
+from riverfs.vfs.locks import FileLocks
 from riverfs.vfs.options import MountOptions
 from riverfs.vfs.reader import FileReader
 from riverfs.vfs.session import Session
@@ -73,6 +74,7 @@ class VFS:
         self.session = Session(
             meta, self.deleter, options.heartbeat, options.doom_grace, self._staged_bytes
         )
+        self.locks = FileLocks(meta)  # flock and POSIX locks, across every mount
         self.watcher = ChangeWatcher(self)
 
     # ---- life cycle -----------------------------------------------------------------------

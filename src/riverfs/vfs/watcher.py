@@ -87,6 +87,9 @@ class ChangeWatcher:
         vfs.meta.forget(changes)  # before the kernel asks again
         for c in changes:
             self.applied += 1
+            if c.kind == "l":  # a lock there was released: waiters try again
+                vfs.locks.released(c.inode)
+                continue
             if c.kind == "e":
                 if vfs.kernel_knows(c.inode):
                     self.kernel.forget_entry(c.inode, c.name)
