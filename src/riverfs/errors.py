@@ -1,8 +1,8 @@
 """The two kinds of error every layer speaks.
 
-`FSError` carries an errno: raised by meta/chunk/vfs, turned into `pyfuse3.FUSEError` by the FUSE
-layer. `RiverError` is a problem the user must fix (bad URL, unformatted volume, ...): the CLI
-prints its message as one line and exits non-zero.
+`FSError` carries an errno: raised by meta/chunk/vfs, answered as that errno by the FUSE
+transport (fuse/session.py). `RiverError` is a problem the user must fix (bad URL, unformatted
+volume, ...): the CLI prints its message as one line and exits non-zero.
 """
 
 from __future__ import annotations

@@ -1,1 +1,2 @@
-"""The pyfuse3 adapter: requests in, vfs calls, replies out."""
+"""Our own FUSE transport: the kernel ABI (protocol), the session (device, read loop,
+dispatch, notifications) and the request handlers (operations)."""

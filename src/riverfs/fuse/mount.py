@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
 
-import pyfuse3
-import pyfuse3.asyncio
-
 from riverfs.chunk.cache import DiskCache
 from riverfs.chunk.staging import Staging
 from riverfs.chunk.store import BlockStore
 from riverfs.errors import RiverError
-from riverfs.fuse.invalidate import KernelInvalidator
+from riverfs.fuse import session as fuse_session
 from riverfs.fuse.operations import Operations
 from riverfs.vfs.fs import VFS
 from riverfs.vfs.options import MountOptions
 from riverfs.vfs.volume import Volume
 
 log = logging.getLogger(__name__)
-
-pyfuse3.asyncio.enable()
 
 DEFAULT_CACHE_SIZE = 10 << 30
 LOCAL_SCHEMES = ("file:", "memory:")
@@ -80,22 +74,22 @@ def _raise_readahead(target: str, kb: int) -> None:
         log.info("kernel read-ahead left at its default (%s)", e.strerror or e)
 
 
-def fuse_options(options: MountOptions, volume: Volume) -> set[str]:
-    opts = {"fsname=riverfs", "subtype=riverfs", "default_permissions"}
+MAX_WRITE = 1 << 20
+
+
+def fuse_options() -> list[str]:
+    """Mount options besides the fd and root mode (which mount() adds)."""
+    opts = ["default_permissions", f"max_read={MAX_WRITE}"]
     if os.getuid() == 0:
-        opts.add("allow_other")
-    if options.read_only:
-        opts.add("ro")
+        opts.append("allow_other")
+    else:
+        opts += ["fsname=riverfs", "subtype=riverfs"]  # fusermount3 builds the type from these
     return opts
 
 
-async def serve(
-    volume: Volume,
-    mountpoint: Path,
-    options: MountOptions,
-    on_ready: Callable[[], None] = lambda: None,
-) -> None:
-    """Mount, call `on_ready`, serve requests; on exit flush everything and unmount."""
+def build_vfs(volume: Volume, options: MountOptions) -> VFS:
+    """Assemble a mount's parts over an opened volume: disk cache, staging, block store, VFS
+    (with its session, deleter, watcher and locks). The one place they are put together."""
     settings = volume.settings
     if volume.encrypted and volume.keys is None:
         raise RiverError("the volume is encrypted: unlock it with its passphrase first")
@@ -130,35 +124,48 @@ async def serve(
         staging=staging,
         writeback=options.writeback,
     )
+    return VFS(volume.meta, blocks, settings, options)
+
+
+async def serve(
+    volume: Volume,
+    mountpoint: Path,
+    options: MountOptions,
+    on_ready: Callable[[], None] = lambda: None,
+) -> None:
+    """Mount, call `on_ready` once the kernel's INIT is answered, serve requests until
+    unmounted (or SIGINT/SIGTERM); then flush everything and end the session."""
+    vfs = build_vfs(volume, options)
     target = mount_path(mountpoint)
-    vfs = VFS(volume.meta, blocks, settings, options)
     await vfs.start(str(mountpoint))
-    ops = Operations(vfs, options)
     try:
-        pyfuse3.init(ops, str(mountpoint), fuse_options(options, volume))
-    except RuntimeError as e:
+        fd = fuse_session.mount(fuse_device(), target, fuse_options(), options.read_only)
+    except RiverError:
         await vfs.stop()
-        raise RiverError(f"cannot mount at {mountpoint}: {e}") from e
-    invalidator = KernelInvalidator()
-    invalidator.start()
-    vfs.watcher.kernel = invalidator
+        raise
+    settings = fuse_session.Settings(max_write=MAX_WRITE, writeback_cache=options.writeback_cache)
+    session = fuse_session.Session(fd, Operations(vfs, options).handlers(), settings)
+    session.start()
+    vfs.watcher.kernel = session.notifier
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, pyfuse3.terminate)
-    # The kernel sets read-ahead from our INIT reply, sent once the loop below runs: after it.
-    loop.call_later(0.5, _raise_readahead, target, options.readahead_kb)
-    log.info("volume %s mounted at %s", settings.uuid, mountpoint)
-    on_ready()
+        loop.add_signal_handler(sig, session.stop)
     try:
-        await pyfuse3.main()
+        assert session.initialized is not None
+        done = asyncio.ensure_future(session.wait_closed())
+        await asyncio.wait([session.initialized, done], return_when=asyncio.FIRST_COMPLETED)
+        if session.initialized.done():
+            # The kernel set read-ahead from our INIT reply: raise it now.
+            _raise_readahead(target, options.readahead_kb)
+            log.info("volume %s mounted at %s", volume.settings.uuid, mountpoint)
+            on_ready()
+        await done
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await invalidator.stop()
-        try:
-            pyfuse3.close(unmount=True)
-        except OSError as e:
-            if e.errno != errno.EINVAL:
-                log.warning("unmount: %s", e)
+        session.stop()
+        fuse_session.unmount(target)  # a no-op after `riverfs umount`
+        await session.drain()
+        session.close()
         await vfs.stop()
-        log.info("volume %s unmounted from %s", settings.uuid, mountpoint)
+        log.info("volume %s unmounted from %s", volume.settings.uuid, mountpoint)

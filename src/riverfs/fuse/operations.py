@@ -1,23 +1,24 @@
-"""pyfuse3 Operations: each handler translates arguments into one vfs call and back.
+"""The FUSE request handlers: each parses its request, makes one vfs call and packs the reply.
 
-Errors are translated here, once: FSError becomes FUSEError with its errno; anything
-unexpected is logged with the operation and inode and answered with EIO, and the mount keeps
-running. Every reply that hands the kernel an inode (lookup, create, mkdir, mknod, symlink,
-link, readdirplus entries) counts one kernel reference (`vfs.remember`); `forget` gives them
-back, so a deleted inode lives exactly as long as the kernel can still reach it.
+Handlers are coroutines `(request, body) -> reply` registered by opcode (`handlers()`); the
+session runs them and translates their errors (fuse/session.py). Every reply that hands the
+kernel an inode (lookup, create, mkdir, mknod, symlink, link, readdirplus entries) counts one
+kernel reference (`vfs.remember`); FORGET gives them back, so a deleted inode lives exactly as
+long as the kernel can still reach it.
 """
 
 from __future__ import annotations
 
 import errno
-import functools
 import logging
+import os
 import stat
 
-import pyfuse3
-
 from riverfs.errors import FSError
+from riverfs.fuse import protocol as p
+from riverfs.fuse.session import Handler, Request
 from riverfs.meta import Attr, AttrChange
+from riverfs.meta.engine import now_ns
 from riverfs.vfs.fs import VFS
 from riverfs.vfs.handles import Caller
 from riverfs.vfs.options import MountOptions
@@ -26,225 +27,409 @@ log = logging.getLogger(__name__)
 
 READDIR_PAGE = 128
 DOT_COOKIES = 2  # "." and ".." take readdir cookies 1 and 2
+BLKSIZE = 128 << 10
+RENAME_FLAGS = 1 | 2 | 4  # RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT
 
 
-def _handler(fn):
-    """Translate errors of one FUSE handler; log unexpected ones with op and first argument."""
-
-    @functools.wraps(fn)
-    async def wrapper(self, *args):
-        try:
-            return await fn(self, *args)
-        except FSError as e:
-            raise pyfuse3.FUSEError(e.errno) from None
-        except pyfuse3.FUSEError:
-            raise
-        except Exception:
-            log.exception("%s%r failed unexpectedly; answering EIO", fn.__name__, args[:1])
-            raise pyfuse3.FUSEError(errno.EIO) from None
-
-    return wrapper
+def _name(body: memoryview, start: int = 0) -> bytes:
+    """The NUL-terminated name at `start` of a request body."""
+    raw = bytes(body[start:])
+    end = raw.find(b"\0")
+    if end < 0:
+        raise FSError(errno.EINVAL, "name without its terminating NUL")
+    return raw[:end]
 
 
-class Operations(pyfuse3.Operations):
-    supports_dot_lookup = True
-    enable_writeback_cache = False
-    enable_acl = False
+def _two_names(body: memoryview, start: int) -> tuple[bytes, bytes]:
+    parts = bytes(body[start:]).split(b"\0")
+    if len(parts) < 3:
+        raise FSError(errno.EINVAL, "request without both of its names")
+    return parts[0], parts[1]
 
+
+def _split_ns(t: int) -> tuple[int, int]:
+    return divmod(t, 1_000_000_000)
+
+
+def _valid(seconds: float) -> tuple[int, int]:
+    whole = int(seconds)
+    return whole, int((seconds - whole) * 1e9)
+
+
+class Operations:
     def __init__(self, vfs: VFS, options: MountOptions) -> None:
-        super().__init__()
         self.vfs = vfs
-        self.attr_timeout = options.attr_timeout
-        self.entry_timeout = options.entry_timeout
+        self.entry_valid = _valid(options.entry_timeout)
+        self.attr_valid = _valid(options.attr_timeout)
 
-    def _known(self, attr: Attr) -> pyfuse3.EntryAttributes:
+    def handlers(self) -> dict[int, Handler]:
+        """Opcode -> handler, for every request riverfs answers."""
+        ops = {
+            p.Op.LOOKUP: self.lookup,
+            p.Op.FORGET: self.forget,
+            p.Op.BATCH_FORGET: self.batch_forget,
+            p.Op.GETATTR: self.getattr,
+            p.Op.SETATTR: self.setattr,
+            p.Op.READLINK: self.readlink,
+            p.Op.SYMLINK: self.symlink,
+            p.Op.MKNOD: self.mknod,
+            p.Op.MKDIR: self.mkdir,
+            p.Op.UNLINK: self.unlink,
+            p.Op.RMDIR: self.rmdir,
+            p.Op.RENAME: self.rename,
+            p.Op.RENAME2: self.rename2,
+            p.Op.LINK: self.link,
+            p.Op.OPEN: self.open,
+            p.Op.CREATE: self.create,
+            p.Op.READ: self.read,
+            p.Op.WRITE: self.write,
+            p.Op.STATFS: self.statfs,
+            p.Op.FLUSH: self.flush,
+            p.Op.RELEASE: self.release,
+            p.Op.FSYNC: self.fsync,
+            p.Op.OPENDIR: self.opendir,
+            p.Op.READDIR: self.readdir,
+            p.Op.READDIRPLUS: self.readdirplus,
+            p.Op.RELEASEDIR: self.releasedir,
+            p.Op.FSYNCDIR: self.fsyncdir,
+            p.Op.SETXATTR: self.setxattr,
+            p.Op.GETXATTR: self.getxattr,
+            p.Op.LISTXATTR: self.listxattr,
+            p.Op.REMOVEXATTR: self.removexattr,
+            p.Op.ACCESS: self.access,
+            p.Op.GETLK: self.getlk,
+            p.Op.SETLK: self.setlk,
+            p.Op.SETLKW: self.setlkw,
+            p.Op.FALLOCATE: self.fallocate,
+            p.Op.LSEEK: self.lseek,
+            p.Op.COPY_FILE_RANGE: self.copy_file_range,
+            p.Op.DESTROY: self.destroy,
+        }
+        return {int(k): v for k, v in ops.items()}
+
+    # ---- replies --------------------------------------------------------------------------
+
+    def _attr(self, attr: Attr) -> tuple:
+        """The fields of a struct fuse_attr."""
+        a_s, a_ns = _split_ns(attr.atime)
+        m_s, m_ns = _split_ns(attr.mtime)
+        c_s, c_ns = _split_ns(attr.ctime)
+        return (
+            attr.inode,
+            4096 if attr.is_dir else attr.size,
+            (attr.stored + 511) // 512,
+            a_s,
+            m_s,
+            c_s,
+            a_ns,
+            m_ns,
+            c_ns,
+            attr.mode,
+            attr.nlink,
+            attr.uid,
+            attr.gid,
+            attr.rdev & 0xFFFFFFFF,
+            BLKSIZE,
+            0,
+        )
+
+    def _entry(self, attr: Attr) -> bytes:
+        """A fuse_entry_out; does not count a kernel reference."""
+        e_s, e_ns = self.entry_valid
+        a_s, a_ns = self.attr_valid
+        return p.ENTRY_OUT.pack(attr.inode, 0, e_s, a_s, e_ns, a_ns, *self._attr(attr))
+
+    def _known(self, attr: Attr) -> bytes:
         """The reply for an inode handed to the kernel: counts one kernel reference."""
         self.vfs.remember(attr.inode)
         return self._entry(attr)
 
-    def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
-        e = pyfuse3.EntryAttributes()
-        e.st_ino = attr.inode
-        e.generation = 0
-        e.entry_timeout = self.entry_timeout
-        e.attr_timeout = self.attr_timeout
-        e.st_mode = attr.mode
-        e.st_nlink = attr.nlink
-        e.st_uid = attr.uid
-        e.st_gid = attr.gid
-        e.st_rdev = attr.rdev
-        e.st_size = 4096 if attr.is_dir else attr.size
-        e.st_blksize = 128 << 10
-        e.st_blocks = (attr.stored + 511) // 512
-        e.st_atime_ns = attr.atime
-        e.st_mtime_ns = attr.mtime
-        e.st_ctime_ns = attr.ctime
-        return e
+    def _attr_out(self, attr: Attr) -> bytes:
+        a_s, a_ns = self.attr_valid
+        return p.ATTR_OUT.pack(a_s, a_ns, 0, *self._attr(attr))
+
+    @staticmethod
+    def _caller(req: Request) -> Caller:
+        return Caller(req.uid, req.gid, req.pid)
 
     # ---- namespace ------------------------------------------------------------------------
 
-    @_handler
-    async def lookup(self, parent_inode, name, ctx=None):
-        return self._known(await self.vfs.lookup(parent_inode, name))
+    async def lookup(self, req: Request, body: memoryview) -> bytes:
+        return self._known(await self.vfs.lookup(req.nodeid, _name(body)))
 
-    async def forget(self, inode_list):
-        for inode, count in inode_list:
-            try:
-                await self.vfs.forget(inode, count)
-            except Exception:  # forget has no reply: log, the session end frees the rest
-                log.exception("forget of inode %d failed", inode)
+    async def forget(self, req: Request, body: memoryview) -> None:
+        (count,) = p.FORGET_IN.unpack_from(body)
+        await self._forget(req.nodeid, count)
 
-    @_handler
-    async def getattr(self, inode, ctx=None):
-        return self._entry(await self.vfs.getattr(inode))
+    async def batch_forget(self, req: Request, body: memoryview) -> None:
+        (count, _) = p.BATCH_FORGET_IN.unpack_from(body)
+        if len(body) < p.BATCH_FORGET_IN.size + count * p.FORGET_ONE.size:
+            log.error("BATCH_FORGET of %d inodes in %d bytes ignored", count, len(body))
+            return
+        for i in range(count):
+            inode, nlookup = p.FORGET_ONE.unpack_from(body, p.BATCH_FORGET_IN.size + i * 16)
+            await self._forget(inode, nlookup)
 
-    @_handler
-    async def setattr(self, inode, attr, fields, fh, ctx):
+    async def _forget(self, inode: int, count: int) -> None:
+        try:
+            await self.vfs.forget(inode, count)
+        except Exception:  # forget has no reply: log, the session end frees the rest
+            log.exception("forget of inode %d failed", inode)
+
+    async def getattr(self, req: Request, body: memoryview) -> bytes:
+        return self._attr_out(await self.vfs.getattr(req.nodeid))
+
+    async def setattr(self, req: Request, body: memoryview) -> bytes:
+        (valid, _, _fh, size, _owner, atime, mtime, ctime, atime_ns, mtime_ns, ctime_ns, mode, _,
+         uid, gid, _) = p.SETATTR_IN.unpack_from(body)  # fmt: skip
+        t = now_ns() if valid & (p.FATTR_ATIME_NOW | p.FATTR_MTIME_NOW) else 0
+        atime_ns = atime * 1_000_000_000 + atime_ns
+        mtime_ns = mtime * 1_000_000_000 + mtime_ns
         change = AttrChange(
-            mode=attr.st_mode if fields.update_mode else None,
-            uid=attr.st_uid if fields.update_uid else None,
-            gid=attr.st_gid if fields.update_gid else None,
-            atime=attr.st_atime_ns if fields.update_atime else None,
-            mtime=attr.st_mtime_ns if fields.update_mtime else None,
-            ctime=attr.st_ctime_ns if fields.update_ctime else None,
+            mode=mode if valid & p.FATTR_MODE else None,
+            uid=uid if valid & p.FATTR_UID else None,
+            gid=gid if valid & p.FATTR_GID else None,
+            atime=(t if valid & p.FATTR_ATIME_NOW else atime_ns) if valid & p.FATTR_ATIME else None,
+            mtime=(t if valid & p.FATTR_MTIME_NOW else mtime_ns) if valid & p.FATTR_MTIME else None,
+            ctime=ctime * 1_000_000_000 + ctime_ns if valid & p.FATTR_CTIME else None,
         )
-        size = attr.st_size if fields.update_size else None
-        caller = Caller(ctx.uid, ctx.gid, ctx.pid)
-        return self._entry(await self.vfs.setattr(inode, change, size, caller))
+        new_size = size if valid & p.FATTR_SIZE else None
+        attr = await self.vfs.setattr(req.nodeid, change, new_size, self._caller(req))
+        return self._attr_out(attr)
 
-    @_handler
-    async def readlink(self, inode, ctx):
-        return await self.vfs.readlink(inode)
+    async def readlink(self, req: Request, body: memoryview) -> bytes:
+        return await self.vfs.readlink(req.nodeid)
 
-    @_handler
-    async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        return self._known(await self.vfs.create(parent_inode, name, mode, ctx.uid, ctx.gid, rdev))
+    async def mknod(self, req: Request, body: memoryview) -> bytes:
+        mode, rdev, _umask, _ = p.MKNOD_IN.unpack_from(body)
+        name = _name(body, p.MKNOD_IN.size)
+        return self._known(await self.vfs.create(req.nodeid, name, mode, req.uid, req.gid, rdev))
 
-    @_handler
-    async def mkdir(self, parent_inode, name, mode, ctx):
+    async def mkdir(self, req: Request, body: memoryview) -> bytes:
+        mode, _umask = p.MKDIR_IN.unpack_from(body)
+        name = _name(body, p.MKDIR_IN.size)
         mode = stat.S_IFDIR | stat.S_IMODE(mode)
-        return self._known(await self.vfs.create(parent_inode, name, mode, ctx.uid, ctx.gid))
+        return self._known(await self.vfs.create(req.nodeid, name, mode, req.uid, req.gid))
 
-    @_handler
-    async def symlink(self, parent_inode, name, target, ctx):
-        return self._known(await self.vfs.symlink(parent_inode, name, target, ctx.uid, ctx.gid))
+    async def symlink(self, req: Request, body: memoryview) -> bytes:
+        name, target = _two_names(body, 0)
+        return self._known(await self.vfs.symlink(req.nodeid, name, target, req.uid, req.gid))
 
-    @_handler
-    async def link(self, inode, new_parent_inode, new_name, ctx):
-        return self._known(await self.vfs.link(inode, new_parent_inode, new_name))
+    async def link(self, req: Request, body: memoryview) -> bytes:
+        (inode,) = p.LINK_IN.unpack_from(body)
+        name = _name(body, p.LINK_IN.size)
+        return self._known(await self.vfs.link(inode, req.nodeid, name))
 
-    @_handler
-    async def unlink(self, parent_inode, name, ctx):
-        await self.vfs.unlink(parent_inode, name)
+    async def unlink(self, req: Request, body: memoryview) -> bytes:
+        await self.vfs.unlink(req.nodeid, _name(body))
+        return b""
 
-    @_handler
-    async def rmdir(self, parent_inode, name, ctx):
-        await self.vfs.rmdir(parent_inode, name)
+    async def rmdir(self, req: Request, body: memoryview) -> bytes:
+        await self.vfs.rmdir(req.nodeid, _name(body))
+        return b""
 
-    @_handler
-    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
-        await self.vfs.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
+    async def rename(self, req: Request, body: memoryview) -> bytes:
+        (new_parent,) = p.RENAME_IN.unpack_from(body)
+        old, new = _two_names(body, p.RENAME_IN.size)
+        await self.vfs.rename(req.nodeid, old, new_parent, new, 0)
+        return b""
+
+    async def rename2(self, req: Request, body: memoryview) -> bytes:
+        new_parent, flags, _ = p.RENAME2_IN.unpack_from(body)
+        old, new = _two_names(body, p.RENAME2_IN.size)
+        if flags & ~RENAME_FLAGS:
+            raise FSError(errno.EINVAL, f"rename flags {flags:#x}")
+        await self.vfs.rename(req.nodeid, old, new_parent, new, flags)
+        return b""
 
     # ---- directories ----------------------------------------------------------------------
 
-    @_handler
-    async def opendir(self, inode, ctx):
-        if not (await self.vfs.getattr(inode)).is_dir:
+    async def opendir(self, req: Request, body: memoryview) -> bytes:
+        if not (await self.vfs.getattr(req.nodeid)).is_dir:
             raise FSError(errno.ENOTDIR)
-        return inode  # cookies are stable, so a directory handle needs no state
+        # cookies are stable, so a directory handle needs no state: it is the inode
+        return p.OPEN_OUT.pack(req.nodeid, 0, 0)
 
-    @_handler
-    async def readdir(self, fh, start_id, token):
-        if start_id < 1:
-            attr = await self.vfs.getattr(fh)
-            await self.vfs.touch_atime(attr)
-            if not pyfuse3.readdir_reply(token, b".", self._entry(attr), 1):
-                return
-        if start_id < 2:
-            attr = await self.vfs.lookup(fh, b"..")
-            if not pyfuse3.readdir_reply(token, b"..", self._entry(attr), 2):
-                return
-        after = max(start_id - DOT_COOKIES, 0)
+    async def readdir(self, req: Request, body: memoryview) -> bytearray:
+        return await self._readdir(req, body, plus=False)
+
+    async def readdirplus(self, req: Request, body: memoryview) -> bytearray:
+        return await self._readdir(req, body, plus=True)
+
+    async def _readdir(self, req: Request, body: memoryview, plus: bool) -> bytearray:
+        inode, start, size = p.READ_IN.unpack_from(body)[:3]
+        out = bytearray()
+
+        def add(name: bytes, attr: Attr, cookie: int) -> bool:
+            need = p.dirent_size(len(name), plus)
+            if len(out) + need > size:
+                return False
+            if plus:
+                out.extend(self._entry(attr))
+            kind = stat.S_IFMT(attr.mode) >> 12
+            out.extend(p.DIRENT.pack(attr.inode, cookie, len(name), kind))
+            out.extend(name)
+            out.extend(b"\0" * ((-len(name)) % 8))
+            return True
+
+        vfs = self.vfs
+        if start < 1:
+            attr = await vfs.getattr(inode)
+            await vfs.touch_atime(attr)
+            if not add(b".", attr, 1):
+                return out
+        if start < 2:
+            attr = await vfs.lookup(inode, b"..")
+            if not add(b"..", attr, 2):
+                return out
+        after = max(start - DOT_COOKIES, 0)
         while True:
-            entries = await self.vfs.readdir(fh, after, READDIR_PAGE)
+            entries = await vfs.readdir(inode, after, READDIR_PAGE)
             for e in entries:
-                if not pyfuse3.readdir_reply(
-                    token, e.name, self._entry(e.attr), e.cookie + DOT_COOKIES
-                ):
-                    return
-                self.vfs.remember(e.attr.inode)  # only entries the kernel accepted count
+                if not add(e.name, e.attr, e.cookie + DOT_COOKIES):
+                    return out
+                if plus:
+                    vfs.remember(e.attr.inode)  # only entries the kernel gets count
                 after = e.cookie
             if len(entries) < READDIR_PAGE:
-                return
+                return out
 
-    async def releasedir(self, fh):
-        pass
+    async def releasedir(self, req: Request, body: memoryview) -> bytes:
+        return b""
 
-    async def fsyncdir(self, fh, datasync):
+    async def fsyncdir(self, req: Request, body: memoryview) -> bytes:
         self.vfs.meta.sync()
+        return b""
 
     # ---- files ----------------------------------------------------------------------------
 
-    @_handler
-    async def open(self, inode, flags, ctx):
-        fh, keep = await self.vfs.open(inode, flags, Caller(ctx.uid, ctx.gid, ctx.pid))
-        return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
+    async def open(self, req: Request, body: memoryview) -> bytes:
+        flags, _ = p.OPEN_IN.unpack_from(body)
+        fh, keep = await self.vfs.open(req.nodeid, flags, self._caller(req))
+        return p.OPEN_OUT.pack(fh, p.FOPEN_KEEP_CACHE if keep else 0, 0)
 
-    @_handler
-    async def create(self, parent_inode, name, mode, flags, ctx):
-        caller = Caller(ctx.uid, ctx.gid, ctx.pid)
-        fh, attr = await self.vfs.create_file(parent_inode, name, mode, flags, caller)
-        return pyfuse3.FileInfo(fh=fh), self._known(attr)
+    async def create(self, req: Request, body: memoryview) -> list[bytes]:
+        flags, mode, _umask, _ = p.CREATE_IN.unpack_from(body)
+        name = _name(body, p.CREATE_IN.size)
+        fh, attr = await self.vfs.create_file(req.nodeid, name, mode, flags, self._caller(req))
+        return [self._known(attr), p.OPEN_OUT.pack(fh, 0, 0)]
 
-    @_handler
-    async def read(self, fh, off, size):
-        return await self.vfs.read(fh, off, size)
+    async def read(self, req: Request, body: memoryview) -> bytes:
+        fh, offset, size = p.READ_IN.unpack_from(body)[:3]
+        return await self.vfs.read(fh, offset, size)
 
-    @_handler
-    async def write(self, fh, off, buf):
-        return await self.vfs.write(fh, off, buf)
+    async def write(self, req: Request, body: memoryview) -> bytes:
+        fh, offset, size = p.WRITE_IN.unpack_from(body)[:3]
+        data = body[p.WRITE_IN.size : p.WRITE_IN.size + size]
+        if len(data) != size:
+            raise FSError(errno.EINVAL, f"write of {size} bytes carries {len(data)}")
+        return p.WRITE_OUT.pack(await self.vfs.write(fh, offset, data), 0)
 
-    @_handler
-    async def flush(self, fh):
-        await self.vfs.flush(fh)
+    async def flush(self, req: Request, body: memoryview) -> bytes:
+        fh, _, _, lock_owner = p.FLUSH_IN.unpack_from(body)
+        try:
+            await self.vfs.flush(fh)
+        finally:  # close(2) drops the closing process's POSIX locks on the file
+            await self.vfs.locks.release_owner(req.nodeid, lock_owner)
+        return b""
 
-    @_handler
-    async def fsync(self, fh, datasync):
+    async def fsync(self, req: Request, body: memoryview) -> bytes:
+        fh = p.FSYNC_IN.unpack_from(body)[0]
         await self.vfs.fsync(fh)
+        return b""
 
-    @_handler
-    async def release(self, fh):
-        await self.vfs.release(fh)
+    async def release(self, req: Request, body: memoryview) -> bytes:
+        fh, _, release_flags, lock_owner = p.RELEASE_IN.unpack_from(body)
+        try:
+            await self.vfs.release(fh)
+        finally:
+            if release_flags & p.FUSE_RELEASE_FLOCK_UNLOCK:
+                await self.vfs.locks.release_flock(req.nodeid, lock_owner)
+        return b""
+
+    async def fallocate(self, req: Request, body: memoryview) -> bytes:
+        fh, offset, length, mode, _ = p.FALLOCATE_IN.unpack_from(body)
+        await self.vfs.fallocate(fh, offset, length, mode)
+        return b""
+
+    async def lseek(self, req: Request, body: memoryview) -> bytes:
+        fh, offset, whence, _ = p.LSEEK_IN.unpack_from(body)
+        return p.LSEEK_OUT.pack(await self.vfs.lseek(fh, offset, whence))
+
+    async def copy_file_range(self, req: Request, body: memoryview) -> bytes:
+        fh_in, off_in, _nodeid_out, fh_out, off_out, length, flags = (
+            p.COPY_FILE_RANGE_IN.unpack_from(body)
+        )
+        if flags:
+            raise FSError(errno.EINVAL, f"copy_file_range flags {flags:#x}")
+        length = min(length, 0xFFFFFFFF)  # fuse_write_out.size is 32 bits
+        copied = await self.vfs.copy_range(fh_in, off_in, fh_out, off_out, length)
+        return p.WRITE_OUT.pack(copied, 0)
+
+    # ---- locks ----------------------------------------------------------------------------
+
+    async def getlk(self, req: Request, body: memoryview) -> bytes:
+        _fh, owner, start, end, kind, pid, _flags, _ = p.LK_IN.unpack_from(body)
+        held = await self.vfs.locks.getlk(req.nodeid, owner, start, end, kind, pid)
+        h_type, h_start, h_end, h_pid = held
+        return p.LK_OUT.pack(h_start, h_end, h_type, h_pid)
+
+    async def setlk(self, req: Request, body: memoryview, wait: bool = False) -> bytes:
+        _fh, owner, start, end, kind, pid, flags, _ = p.LK_IN.unpack_from(body)
+        flock = bool(flags & p.FUSE_LK_FLOCK)
+        await self.vfs.locks.setlk(req.nodeid, owner, start, end, kind, pid, wait, flock)
+        return b""
+
+    async def setlkw(self, req: Request, body: memoryview) -> bytes:
+        return await self.setlk(req, body, wait=True)
 
     # ---- volume and extended attributes ---------------------------------------------------
 
-    @_handler
-    async def statfs(self, ctx):
+    async def statfs(self, req: Request, body: memoryview) -> bytes:
         st = await self.vfs.statfs()
-        s = pyfuse3.StatvfsData()
-        s.f_bsize = s.f_frsize = 4096
-        s.f_blocks = st.capacity // 4096
-        s.f_bfree = s.f_bavail = max(st.capacity - st.used_bytes, 0) // 4096
-        s.f_files = st.inodes + (1 << 30)
-        s.f_ffree = s.f_favail = 1 << 30
-        s.f_namemax = 255
-        return s
+        free = max(st.capacity - st.used_bytes, 0) // 4096
+        files = st.inodes + (1 << 30)
+        return p.STATFS_OUT.pack(
+            st.capacity // 4096, free, free, files, 1 << 30, 4096, 255, 4096, 0
+        )
 
-    async def access(self, inode, mode, ctx):
-        return True  # mounted with default_permissions: the kernel checks
+    async def access(self, req: Request, body: memoryview) -> bytes:
+        return b""  # mounted with default_permissions: the kernel checks
 
-    @_handler
-    async def getxattr(self, inode, name, ctx):
-        return await self.vfs.getxattr(inode, name)
+    async def destroy(self, req: Request, body: memoryview) -> bytes:
+        return b""
 
-    @_handler
-    async def listxattr(self, inode, ctx):
-        return await self.vfs.listxattr(inode, Caller(ctx.uid, ctx.gid, ctx.pid))
+    async def getxattr(self, req: Request, body: memoryview) -> bytes:
+        size, _ = p.GETXATTR_IN.unpack_from(body)
+        value = await self.vfs.getxattr(req.nodeid, _name(body, p.GETXATTR_IN.size))
+        return _sized(value, size)
 
-    @_handler
-    async def setxattr(self, inode, name, value, ctx):
-        await self.vfs.setxattr(inode, name, value, 0)
+    async def listxattr(self, req: Request, body: memoryview) -> bytes:
+        size, _ = p.GETXATTR_IN.unpack_from(body)
+        names = await self.vfs.listxattr(req.nodeid, self._caller(req))
+        return _sized(b"".join(n + b"\0" for n in names), size)
 
-    @_handler
-    async def removexattr(self, inode, name, ctx):
-        await self.vfs.removexattr(inode, name)
+    async def setxattr(self, req: Request, body: memoryview) -> bytes:
+        size, flags = p.SETXATTR_IN.unpack_from(body)
+        raw = bytes(body[p.SETXATTR_IN.size :])
+        end = raw.find(b"\0")
+        if end < 0 or len(raw) - end - 1 < size:
+            raise FSError(errno.EINVAL, "setxattr without its name or value")
+        if flags & ~(os.XATTR_CREATE | os.XATTR_REPLACE):
+            raise FSError(errno.EINVAL, f"setxattr flags {flags:#x}")
+        await self.vfs.setxattr(req.nodeid, raw[:end], raw[end + 1 : end + 1 + size], flags)
+        return b""
+
+    async def removexattr(self, req: Request, body: memoryview) -> bytes:
+        await self.vfs.removexattr(req.nodeid, _name(body))
+        return b""
+
+
+def _sized(value: bytes, size: int) -> bytes:
+    """A getxattr/listxattr reply: the length alone when asked with size 0, ERANGE when the
+    caller's buffer is too small."""
+    if size == 0:
+        return p.GETXATTR_OUT.pack(len(value), 0)
+    if len(value) > size:
+        raise FSError(errno.ERANGE)
+    return value

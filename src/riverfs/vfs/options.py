@@ -21,4 +21,5 @@ class MountOptions:
     read_only: bool = False
     heartbeat: float = 10.0  # seconds between session heartbeats
     writeback: bool = False  # stage blocks on local disk, upload in the background
+    writeback_cache: bool = False  # the kernel's page cache holds writes (FUSE_WRITEBACK_CACHE)
     doom_grace: float = 3.0  # seconds other mounts have to claim a file deleted elsewhere
