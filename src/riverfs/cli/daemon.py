@@ -4,47 +4,72 @@
 on which the child reports "ok" once the kernel serves the mount, or the one-line error that
 stopped it. `umount` asks the kernel to unmount, then waits for the daemon (found through its
 pid file) to finish flushing and exit.
+
+Secrets (the metadata URL, which may carry a database password, and the passphrase of an
+encrypted volume) never reach the daemon through its argv or its environment: both stay
+readable in /proc/PID/cmdline and /proc/PID/environ for the daemon's whole life, whatever it
+does to os.environ later. The parent writes them as one JSON document to a second pipe, whose
+read end the daemon inherits as `--secrets-fd N` and reads to the end before anything else; the
+daemon's environment is the parent's without the variables that carry secrets.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from riverfs.cli.defaults import pid_file
+from riverfs.cli.passphrase import ENV, NEW_ENV
 from riverfs.errors import RiverError
 from riverfs.fuse.mount import mount_path
+from riverfs.meta import POSTGRES_SCHEMES
 from riverfs.vfs.session import pid_alive
 
 READY = "ok"
-# The metadata URL may carry a password: the daemon gets it through its environment, so that
-# it never shows in `ps`; its argv says META_URL_FROM_ENV instead.
-META_URL_ENV = "RIVERFS_MOUNT_META_URL"
-META_URL_FROM_ENV = "@env"
+# The daemon's argv names its metadata URL by this placeholder; the URL is in its secrets.
+META_URL_FROM_SECRETS = "@secrets"
+META_PASSWORD_ENV = "RIVERFS_META_PASSWORD"
+# Left out of the daemon's environment: what it needs of them comes through its secrets.
+SECRET_ENV = frozenset({ENV, NEW_ENV, META_PASSWORD_ENV, "PGPASSWORD"})
 
 
 def spawn_background(
-    argv: list[str], log_path: Path, env: dict[str, str] | None = None, timeout: float = 120.0
+    argv: list[str], log_path: Path, secrets: dict[str, str], timeout: float = 120.0
 ) -> int:
-    """Start `riverfs mount ARGV` detached (with `env` added to its environment); return its
-    pid once the mount is ready."""
+    """Start `riverfs mount ARGV` detached, handing it `secrets` over a pipe (see the module
+    docstring); return its pid once the mount is ready."""
     read_fd, write_fd = os.pipe()
+    secrets_read, secrets_write = os.pipe()
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log_file:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "riverfs", "mount", *argv, "--ready-fd", str(write_fd)],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-            pass_fds=(write_fd,),
-            start_new_session=True,
-            env={**os.environ, **(env or {})},
-        )
-    os.close(write_fd)
+    try:
+        with open(log_path, "ab") as log_file:
+            child = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "riverfs", "mount", *argv),
+                    *("--ready-fd", str(write_fd), "--secrets-fd", str(secrets_read)),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                pass_fds=(write_fd, secrets_read),
+                start_new_session=True,
+                env=env,
+            )
+    except BaseException:
+        os.close(read_fd)
+        os.close(secrets_write)
+        raise
+    finally:
+        os.close(write_fd)
+        os.close(secrets_read)
+    _send_secrets(secrets_write, secrets)
     deadline = time.monotonic() + timeout
     with os.fdopen(read_fd) as pipe:
         ready, _, _ = select.select([pipe], [], [], timeout)
@@ -63,6 +88,52 @@ def spawn_background(
             child.kill()
         message = f"the mount daemon exited without mounting; see {log_path}"
     raise RiverError(message.removeprefix("error: "))
+
+
+def _send_secrets(fd: int, secrets: dict[str, str]) -> None:
+    data = memoryview(json.dumps(secrets).encode())
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+    except BrokenPipeError:
+        pass  # the daemon died before reading them: its ready pipe says why
+    finally:
+        os.close(fd)
+
+
+def read_secrets(fd: int | None) -> dict[str, str]:
+    """The secrets the parent wrote to `fd` (none without one); `fd` is closed."""
+    if fd is None:
+        return {}
+    with os.fdopen(fd, "rb") as pipe:
+        data = pipe.read()
+    try:
+        secrets = json.loads(data)
+    except ValueError:
+        secrets = None
+    if not isinstance(secrets, dict):
+        raise RiverError(
+            "the mount daemon got no readable secrets from the command that started it"
+        )
+    return secrets
+
+
+def with_meta_password(url: str) -> str:
+    """`url` with the database password that a foreground mount would take from the
+    environment (RIVERFS_META_PASSWORD, then PGPASSWORD) added, for the daemon, whose
+    environment has neither. A URL with a password of its own, or not PostgreSQL, comes back
+    as it is; ~/.pgpass still works in the daemon."""
+    parts = urlsplit(url)
+    if parts.scheme not in POSTGRES_SCHEMES:
+        return url
+    if parts.password is not None or any(k == "password" for k, _ in parse_qsl(parts.query)):
+        return url
+    password = os.environ.get(META_PASSWORD_ENV) or os.environ.get("PGPASSWORD")
+    if not password:
+        return url
+    # A libpq URI takes any connection parameter in its query, percent-decoded (not "+").
+    base = url.rstrip("?&")
+    return f"{base}{'&' if '?' in base else '?'}password={quote(password, safe='')}"
 
 
 def report_ready(fd: int | None) -> None:

@@ -171,16 +171,18 @@ def _ensure_default_volume() -> str:
     "--key-file", type=click.Path(path_type=Path), help="Passphrase file (encrypted volumes)."
 )
 @click.option("--ready-fd", type=int, hidden=True)
+@click.option("--secrets-fd", type=int, hidden=True)
 def mount(args, **options) -> None:
     """Mount a volume (default: the default volume) at MOUNTPOINT."""
     if len(args) > 2:
         raise click.UsageError("expected [META_URL] MOUNTPOINT")
     meta_url = args[0] if len(args) == 2 else None
-    if meta_url == daemon.META_URL_FROM_ENV:  # a background daemon: see daemon.py
-        meta_url = os.environ.pop(daemon.META_URL_ENV, None)
     mountpoint = Path(os.path.abspath(args[-1]))
     try:
-        _mount(meta_url, mountpoint, **options)
+        secrets = daemon.read_secrets(options.pop("secrets_fd"))  # a background daemon's
+        if meta_url == daemon.META_URL_FROM_SECRETS:
+            meta_url = secrets.get("meta_url")
+        _mount(meta_url, mountpoint, passphrase=secrets.get("passphrase"), **options)
     except RiverError as e:
         daemon.report_error(options["ready_fd"], str(e))  # the parent waiting for us says it
         raise
@@ -202,6 +204,7 @@ def _mount(
     heartbeat,
     key_file,
     ready_fd,
+    passphrase,
 ) -> None:
     from riverfs.fuse.mount import check_mountpoint, serve
     from riverfs.vfs.options import MountOptions
@@ -228,7 +231,7 @@ def _mount(
     )
     if background:
         argv = [
-            daemon.META_URL_FROM_ENV,
+            daemon.META_URL_FROM_SECRETS,
             str(mountpoint),
             "--cache-dir",
             str(cache_dir),
@@ -244,13 +247,13 @@ def _mount(
             str(heartbeat),
         ]
         argv += ["--read-only"] * read_only + ["--debug"] * debug + ["--writeback"] * writeback
-        env = {daemon.META_URL_ENV: meta_url}
+        secrets = {"meta_url": daemon.with_meta_password(meta_url)}
         if key_file is not None:
             argv += ["--key-file", os.path.abspath(key_file)]
         elif asyncio.run(_is_encrypted(meta_url)):  # ask here: the daemon has no terminal
-            env[ENV] = read_passphrase(None)
+            secrets["passphrase"] = read_passphrase(None)
         log_path = cache_dir / "mount.log"
-        pid = daemon.spawn_background(argv, log_path, env)
+        pid = daemon.spawn_background(argv, log_path, secrets)
         click.echo(
             f"mounted {redact_url(meta_url)} at {mountpoint} (daemon pid {pid}, log {log_path}); "
             f"unmount with: riverfs umount {mountpoint}"
@@ -262,7 +265,7 @@ def _mount(
     async def run() -> None:
         volume = await open_volume(meta_url)
         try:
-            volume.unlock(lambda: read_passphrase(key_file))
+            volume.unlock(lambda: passphrase or read_passphrase(key_file))
             os.environ.pop(ENV, None)  # no longer needed: keep it from child processes
         except BaseException:
             await volume.meta.close()
