@@ -13,8 +13,9 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.riverfs-installed
 MNT := ./mnt
-SYSTEM_PACKAGES := fuse3 libfuse3-dev pkg-config python3-venv python3-dev gcc
-TEST_PACKAGES := postgresql  # the tests start their own server (initdb + pg_ctl)
+SYSTEM_PACKAGES := fuse3 python3-venv  # fuse3: fusermount3 and /dev/fuse; no libfuse is linked
+# the tests start their own PostgreSQL server (initdb + pg_ctl); gcc checks the FUSE ABI
+TEST_PACKAGES := postgresql gcc libc6-dev util-linux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCH_ARGS ?=
 

@@ -160,6 +160,12 @@ def _ensure_default_volume() -> str:
     help="Stage written blocks durably in the cache dir and upload them in the background: "
     "close/fsync return at local-disk speed.",
 )
+@click.option(
+    "--writeback-cache",
+    is_flag=True,
+    help="Let the kernel cache writes in its page cache (faster small writes; weakens "
+    "close-to-open across mounts, see docs/SEMANTICS.md).",
+)
 @click.option("--debug", is_flag=True, help="Log every detail.")
 @click.option(
     "--heartbeat",
@@ -200,6 +206,7 @@ def _mount(
     entry_timeout,
     read_only,
     writeback,
+    writeback_cache,
     debug,
     heartbeat,
     key_file,
@@ -227,6 +234,7 @@ def _mount(
         entry_timeout=entry_timeout,
         read_only=read_only,
         writeback=writeback,
+        writeback_cache=writeback_cache,
         heartbeat=max(heartbeat, 0.1),
     )
     if background:
@@ -247,6 +255,7 @@ def _mount(
             str(heartbeat),
         ]
         argv += ["--read-only"] * read_only + ["--debug"] * debug + ["--writeback"] * writeback
+        argv += ["--writeback-cache"] * writeback_cache
         secrets = {"meta_url": daemon.with_meta_password(meta_url)}
         if key_file is not None:
             argv += ["--key-file", os.path.abspath(key_file)]

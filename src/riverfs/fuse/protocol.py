@@ -190,7 +190,7 @@ FORGET_ONE = _s("QQ")
 GETATTR_IN = _s("IIQ")
 # struct fuse_setattr_in: valid, padding, fh, size, lock_owner, atime, mtime, ctime, atimensec,
 #   mtimensec, ctimensec, mode, unused4, uid, gid, unused5
-SETATTR_IN = _s("IIQQQQQQIIIIIIII")
+SETATTR_IN = _s("IIQQQqqqIIIIIIII")  # times are signed (s64 in the kernel)
 # struct fuse_mknod_in: mode, rdev, umask, padding (then the name)
 MKNOD_IN = _s("IIII")
 # struct fuse_mkdir_in: mode, umask (then the name)

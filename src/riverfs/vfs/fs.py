@@ -182,6 +182,10 @@ class VFS:
     def _staged_bytes(self) -> int:
         return self.blocks.staging.waiting_bytes if self.blocks.staging is not None else 0
 
+    def is_open(self, inode: int) -> bool:
+        """True while a handle of this mount is open on `inode`."""
+        return self.handles.is_open(inode)
+
     def kernel_knows(self, inode: int) -> bool:
         """True if the kernel may cache entries or attributes of `inode`."""
         return inode == 1 or self._kernel_refs.get(inode, 0) > 0

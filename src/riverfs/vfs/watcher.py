@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from riverfs.errors import FSError
+from riverfs.meta import Meta
 from riverfs.meta.changes import Change, parse_payload
 from riverfs.vfs.background import cancel
-
-if TYPE_CHECKING:
-    from riverfs.vfs.fs import VFS
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +47,31 @@ class NoKernel:
         pass
 
 
+class LockWaiters(Protocol):
+    def released(self, inode: int) -> None: ...
+
+
+class Watched(Protocol):
+    """What the watcher needs of the mount whose caches it keeps true (the VFS)."""
+
+    meta: Meta
+    locks: LockWaiters
+
+    def kernel_knows(self, inode: int) -> bool: ...
+
+    def is_open(self, inode: int) -> bool: ...
+
+    def known_inodes(self) -> list[int]: ...
+
+    def open_inodes(self) -> list[int]: ...
+
+    def sustained_here(self, inode: int) -> None: ...
+
+    async def changed_elsewhere(self, inode: int) -> None: ...
+
+
 class ChangeWatcher:
-    def __init__(self, vfs: VFS) -> None:
+    def __init__(self, vfs: Watched) -> None:
         self.vfs = vfs
         self.kernel: Kernel = NoKernel()
         self.applied = 0  # changes from other mounts applied (for tests and stats)
@@ -99,7 +120,7 @@ class ChangeWatcher:
             try:
                 if c.kind == "d":
                     await vfs.changed_elsewhere(c.inode)
-                elif c.kind == "u" and vfs.handles.is_open(c.inode):
+                elif c.kind == "u" and vfs.is_open(c.inode):
                     await self._keep_if_deleted(c.inode)
             except Exception as e:  # one change failing must not lose the others
                 log.warning("applying change %s of another mount failed: %s", c, e)
