@@ -194,7 +194,8 @@ class Operations:
             ctime=ctime * 1_000_000_000 + ctime_ns if valid & p.FATTR_CTIME else None,
         )
         new_size = size if valid & p.FATTR_SIZE else None
-        attr = await self.vfs.setattr(req.nodeid, change, new_size, self._caller(req))
+        kill = bool(valid & p.FATTR_KILL_SUIDGID)
+        attr = await self.vfs.setattr(req.nodeid, change, new_size, self._caller(req), kill)
         return self._attr_out(attr)
 
     async def readlink(self, req: Request, body: memoryview) -> bytes:
@@ -304,8 +305,9 @@ class Operations:
     # ---- files ----------------------------------------------------------------------------
 
     async def open(self, req: Request, body: memoryview) -> bytes:
-        flags, _ = p.OPEN_IN.unpack_from(body)
-        fh, keep = await self.vfs.open(req.nodeid, flags, self._caller(req))
+        flags, open_flags = p.OPEN_IN.unpack_from(body)
+        kill = bool(open_flags & p.FUSE_OPEN_KILL_SUIDGID)
+        fh, keep = await self.vfs.open(req.nodeid, flags, self._caller(req), kill)
         return p.OPEN_OUT.pack(fh, p.FOPEN_KEEP_CACHE if keep else 0, 0)
 
     async def create(self, req: Request, body: memoryview) -> list[bytes]:
@@ -319,11 +321,12 @@ class Operations:
         return await self.vfs.read(fh, offset, size)
 
     async def write(self, req: Request, body: memoryview) -> bytes:
-        fh, offset, size = p.WRITE_IN.unpack_from(body)[:3]
+        fh, offset, size, write_flags = p.WRITE_IN.unpack_from(body)[:4]
         data = body[p.WRITE_IN.size : p.WRITE_IN.size + size]
         if len(data) != size:
             raise FSError(errno.EINVAL, f"write of {size} bytes carries {len(data)}")
-        return p.WRITE_OUT.pack(await self.vfs.write(fh, offset, data), 0)
+        kill = bool(write_flags & p.FUSE_WRITE_KILL_SUIDGID)
+        return p.WRITE_OUT.pack(await self.vfs.write(fh, offset, data, kill), 0)
 
     async def flush(self, req: Request, body: memoryview) -> bytes:
         fh, _, _, lock_owner = p.FLUSH_IN.unpack_from(body)

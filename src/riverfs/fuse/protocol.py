@@ -153,6 +153,7 @@ FUSE_WRITE_CACHE = 1 << 0  # fuse_write_in.write_flags
 FUSE_WRITE_LOCKOWNER = 1 << 1
 FUSE_WRITE_KILL_SUIDGID = 1 << 2
 FUSE_READ_LOCKOWNER = 1 << 1  # fuse_read_in.read_flags
+FUSE_OPEN_KILL_SUIDGID = 1 << 0  # fuse_open_in.open_flags
 FUSE_LK_FLOCK = 1 << 0  # fuse_lk_in.lk_flags
 FUSE_FSYNC_FDATASYNC = 1 << 0  # fuse_fsync_in.fsync_flags
 FUSE_EXPIRE_ONLY = 1 << 0  # fuse_notify_inval_entry_out.flags (7.38)

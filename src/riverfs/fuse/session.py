@@ -81,6 +81,7 @@ WANTED = (
     | p.Init.READDIRPLUS_AUTO
     | p.Init.CACHE_SYMLINKS
     | p.Init.EXPLICIT_INVAL_DATA
+    | p.Init.HANDLE_KILLPRIV_V2
 )
 
 # ---- device, mount, unmount ---------------------------------------------------------------

@@ -229,14 +229,22 @@ class VFS:
         return self._merge(await self.meta.getattr(inode))
 
     async def setattr(
-        self, inode: int, change: AttrChange, size: int | None, caller: Caller = Caller()
+        self,
+        inode: int,
+        change: AttrChange,
+        size: int | None,
+        caller: Caller = Caller(),
+        kill_priv: bool = False,
     ) -> Attr:
+        """Change attributes and/or the size. `kill_priv`: the kernel asks riverfs to drop
+        setuid/setgid as a truncate or chown does (FATTR_KILL_SUIDGID)."""
         self._writable()
         attr = None
-        if (size is not None or change.gid is not None) and change.mode is None:
+        if (size is not None or change.gid is not None or kill_priv) and change.mode is None:
             before = await self.meta.getattr(inode)  # judged on the group before a chgrp
-            if _kills_setgid(before, caller):
-                change.mode = before.mode & ~stat.S_ISGID
+            mode = _killed_mode(before, caller, kill_priv)
+            if mode != before.mode:
+                change.mode = mode
         if size is not None:
             await self._flush(inode)
             attr = await self.meta.truncate(inode, size)
@@ -308,8 +316,11 @@ class VFS:
             self._stamps.popitem(last=False)
         return keep
 
-    async def open(self, inode: int, flags: int, caller: Caller) -> tuple[int, bool]:
-        """Open a file; return (handle, keep kernel cache)."""
+    async def open(
+        self, inode: int, flags: int, caller: Caller, kill_priv: bool = False
+    ) -> tuple[int, bool]:
+        """Open a file; return (handle, keep kernel cache). `kill_priv`: an O_TRUNC open
+        also drops setuid/setgid (FUSE_OPEN_KILL_SUIDGID)."""
         if flags & _WRITE_FLAGS:
             self._writable()
         attr = await self.meta.getattr(inode, fresh=True)  # close-to-open: ask the database
@@ -322,6 +333,10 @@ class VFS:
             attr = await self.meta.truncate(inode, 0)
             self.reader.invalidate(inode)
             self.deleter.poke()
+        if kill_priv and flags & os.O_TRUNC and attr.is_file:
+            mode = _killed_mode(attr, caller, True)
+            if mode != attr.mode:
+                attr = await self.meta.setattr(inode, AttrChange(mode=mode))
         if not self.handles.is_open(inode):
             self.reader.invalidate(inode)  # another mount may have changed it
         keep = self._keep_cache(attr)
@@ -370,13 +385,16 @@ class VFS:
         if attr.atime <= attr.mtime or attr.atime <= attr.ctime or t - attr.atime >= DAY_NS:
             await self.meta.touch_atime(attr.inode, t)
 
-    async def write(self, fh: int, offset: int, data: bytes) -> int:
+    async def write(self, fh: int, offset: int, data: bytes, kill_priv: bool = False) -> int:
+        """Buffer a write. `kill_priv`: the kernel asks riverfs to drop setuid/setgid first,
+        as a write by an unprivileged process does (FUSE_WRITE_KILL_SUIDGID)."""
         h = self.handles.get(fh)
-        if not h.wrote:
+        if not h.wrote or kill_priv:
             h.wrote = True
             attr = await self.meta.getattr(h.inode)
-            if _kills_setgid(attr, h.caller):
-                await self.meta.setattr(h.inode, AttrChange(mode=attr.mode & ~stat.S_ISGID))
+            mode = _killed_mode(attr, h.caller, kill_priv)
+            if mode != attr.mode:
+                await self.meta.setattr(h.inode, AttrChange(mode=mode))
         w = self._writers.get(h.inode)
         if w is None:
             w = self._writers[h.inode] = FileWriter(
@@ -446,6 +464,22 @@ def _check_xattr_name(name: bytes) -> None:
         raise FSError(errno.EOPNOTSUPP, f"xattr namespace of {name!r} is not supported")
     if name in XATTR_NAMESPACES:
         raise FSError(errno.EINVAL, "xattr name without a name after the namespace")
+
+
+def _killed_mode(attr: Attr, caller: Caller, kill_priv: bool) -> int:
+    """The mode after a write, truncate or chown by `caller`: without setgid when Linux drops
+    it for that caller (`_kills_setgid`); and when the kernel asked (`kill_priv`, it decided
+    the caller is unprivileged) without setuid, and without setgid if group-executable."""
+    mode = attr.mode
+    if not attr.is_file:
+        return mode
+    if kill_priv:
+        mode &= ~stat.S_ISUID
+        if mode & stat.S_IXGRP:
+            mode &= ~stat.S_ISGID
+    if _kills_setgid(attr, caller):
+        mode &= ~stat.S_ISGID
+    return mode
 
 
 def _kills_setgid(attr: Attr, caller: Caller) -> bool:
