@@ -316,9 +316,9 @@ class Operations:
         fh, attr = await self.vfs.create_file(req.nodeid, name, mode, flags, self._caller(req))
         return [self._known(attr), p.OPEN_OUT.pack(fh, 0, 0)]
 
-    async def read(self, req: Request, body: memoryview) -> bytes:
+    async def read(self, req: Request, body: memoryview) -> list[bytes | memoryview]:
         fh, offset, size = p.READ_IN.unpack_from(body)[:3]
-        return await self.vfs.read(fh, offset, size)
+        return await self.vfs.read_pieces(fh, offset, size)
 
     async def write(self, req: Request, body: memoryview) -> bytes:
         fh, offset, size, write_flags = p.WRITE_IN.unpack_from(body)[:4]

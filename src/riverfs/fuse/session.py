@@ -39,6 +39,7 @@ NO_REPLY = None  # what a handler returns for FORGET-like requests
 Reply = bytes | bytearray | memoryview | Sequence[bytes | bytearray | memoryview] | None
 Handler = Callable[["Request", memoryview], Awaitable[Reply]]
 
+MAX_IOV = 1000  # buffers of one reply's writev (IOV_MAX is 1024)
 READ_BURST = 64  # requests read per readiness callback before other callbacks get a turn
 NOTIFY_QUEUE_LIMIT = 10_000
 MS_NOSUID, MS_NODEV, MS_RDONLY = 2, 4, 1
@@ -379,9 +380,13 @@ class Session:
         if isinstance(data, bytes | bytearray | memoryview):
             bufs: list = [b"", data]
             size = len(data)
-        else:
+        elif len(data) < MAX_IOV:
             bufs = [b"", *data]
             size = sum(len(b) for b in data)
+        else:  # writev takes at most IOV_MAX (1024) buffers
+            joined = b"".join(data)
+            bufs = [b"", joined]
+            size = len(joined)
         bufs[0] = p.OUT_HEADER.pack(p.OUT_HEADER.size + size, 0, unique)
         self._write(bufs)
 

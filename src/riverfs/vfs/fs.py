@@ -358,6 +358,10 @@ class VFS:
         return h.fh, attr
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
+        return b"".join(await self.read_pieces(fh, offset, size))
+
+    async def read_pieces(self, fh: int, offset: int, size: int) -> list[bytes | memoryview]:
+        """`read` as the buffers holding the bytes (cached blocks are not copied)."""
         h = self.handles.get(fh)
         await self._flush(h.inode)
         length = self._lengths.get(h.inode)
@@ -368,7 +372,7 @@ class VFS:
                 h.atime_checked = True
                 await self.touch_atime(attr)
         try:
-            data = await self.reader.read(h.inode, offset, size, length, h.read_state)
+            data = await self.reader.read_pieces(h.inode, offset, size, length, h.read_state)
         except BlockCorrupt as e:
             log.error("read inode %d at %d: corrupt block: %s", h.inode, offset, e)
             raise FSError(errno.EIO, str(e)) from e

@@ -75,6 +75,13 @@ class FileReader:
         self, inode: int, offset: int, size: int, length: int, state: ReadState | None = None
     ) -> bytes:
         """Bytes [offset, offset+size) of a file of `length` bytes (short at EOF)."""
+        return b"".join(await self.read_pieces(inode, offset, size, length, state))
+
+    async def read_pieces(
+        self, inode: int, offset: int, size: int, length: int, state: ReadState | None = None
+    ) -> list[bytes | memoryview]:
+        """`read` as the buffers the bytes live in (views of cached blocks, no copy): what a
+        FUSE reply writes out with one writev."""
         end = min(offset + size, length)
         # A handle jumping around reads only the pages it needs, not whole blocks.
         jumped = state is not None and offset not in (0, state.next_offset)
@@ -98,13 +105,15 @@ class FileReader:
                         pieces.append(await self.blocks.load_range(seg.id, bi, blen, bo, bo + take))
                     else:
                         block = await self.blocks.load(seg.id, bi, blen)
-                        pieces.append(block[bo : bo + take] if (bo or take < blen) else block)
+                        if bo or take < blen:
+                            block = memoryview(block)[bo : bo + take]
+                        pieces.append(block)
                     at += take
                     want -= take
             pos += n
         if state is not None and end > offset:
             await self._read_ahead(inode, offset, end, length, state)
-        return b"".join(pieces)
+        return pieces
 
     async def _read_ahead(
         self, inode: int, offset: int, end: int, length: int, state: ReadState
