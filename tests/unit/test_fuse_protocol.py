@@ -873,17 +873,6 @@ async def test_interrupt_cancels_a_waiting_setlkw_with_eintr():
         assert not k.session._tasks and not k.session._interrupted
 
 
-EARLY_INTERRUPT = (
-    "session.py: an INTERRUPT read before the target's task took its first step (same read "
-    "burst) cancels a task whose coroutine Session._finish never started, so its try/finally "
-    "never runs: no reply at all (the kernel waits forever for the interrupted request), the "
-    "_tasks entry leaks, and for a bounded opcode _bounded never goes down (enough of them "
-    "stop the read loop for good). Fix: cancel with loop.call_soon(task.cancel), or do the "
-    "reply and bookkeeping in a task done-callback"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=EARLY_INTERRUPT)
 @async_test
 async def test_interrupt_right_after_the_request_still_answers_eintr():
     gate = asyncio.Event()
@@ -900,7 +889,6 @@ async def test_interrupt_right_after_the_request_still_answers_eintr():
         assert not k.session._tasks
 
 
-@pytest.mark.xfail(strict=True, reason=EARLY_INTERRUPT)
 @async_test
 async def test_interrupt_in_the_same_read_burst_keeps_the_bound_right():
     gate = asyncio.Event()

@@ -370,7 +370,9 @@ class Session:
         # which the protocol allows. An unknown unique was answered already.
         if entry is not None and entry[1] in self.interruptible:
             self._interrupted.add(target)
-            entry[0].cancel()
+            # Not at once: a task cancelled before its first step never runs its handler's
+            # error path, so the request would get no reply. Its first step is queued ahead.
+            self._loop.call_soon(entry[0].cancel)
 
     # -- replies
 
