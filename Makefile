@@ -18,6 +18,8 @@ SYSTEM_PACKAGES := fuse3 python3-venv  # fuse3: fusermount3 and /dev/fuse; no li
 TEST_PACKAGES := postgresql gcc libc6-dev util-linux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCH_ARGS ?=
+# fs_bench.py builds pyfuse3 (benchmarks/.venv-pyfuse3) for memfs_pyfuse3, the old ceiling
+BENCH_PACKAGES := libfuse3-dev pkg-config gcc python3-dev
 
 export DEBIAN_FRONTEND := noninteractive
 
@@ -87,6 +89,7 @@ umount:
 	$(VENV)/bin/riverfs umount $(MNT)
 
 bench: install
+	@$(MAKE) --no-print-directory apt-packages PACKAGES="$(BENCH_PACKAGES)"
 	$(VENV)/bin/python benchmarks/fs_bench.py $(BENCH_ARGS)
 
 clean:

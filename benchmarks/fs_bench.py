@@ -1,4 +1,5 @@
-"""Benchmark riverfs against tmpfs and a minimal in-memory pyfuse3 filesystem (memfs).
+"""Benchmark riverfs against tmpfs and two minimal in-memory filesystems: memfs (riverfs's
+own FUSE layer, riverfs.fuse.session) and memfs_pyfuse3 (the same filesystem on pyfuse3).
 
 In one run, on each filesystem:
   - sequential write of one file (1 MiB writes, then fsync; the time includes fsync and close)
@@ -8,11 +9,16 @@ In one run, on each filesystem:
     first; riverfs keeps its own caches)
   - create (write 1 KiB, close), stat, unlink of many small files; stat runs after the
     1 s entry/attr timeout has expired, so the kernel asks the filesystem for every file
-and prints a table with riverfs's ratio to memfs, the Python FUSE ceiling on this machine.
-With --rss, it also samples the riverfs daemon's peak RSS while writing and reading a
-4 GiB file. Run as root (it mounts tmpfs and drops the kernel caches):
+and prints a table with riverfs's ratio to memfs, the Python FUSE ceiling on this machine,
+and memfs's ratio to memfs_pyfuse3 (what the new FUSE layer gained over pyfuse3, against the
+targets of issue 9). With --rss, it also samples the riverfs daemon's peak RSS while writing
+and reading a 4 GiB file. Run as root (it mounts tmpfs and drops the kernel caches):
 
     .venv/bin/python benchmarks/fs_bench.py [--size 1G] [--files 10000] [--only riverfs,memfs]
+
+pyfuse3 is no dependency of riverfs: for memfs_pyfuse3 this script creates a venv of its own,
+benchmarks/.venv-pyfuse3, and installs pyfuse3 and trio there with pip (once; building
+pyfuse3 needs libfuse3-dev, pkg-config and gcc: `make bench` installs them).
 """
 
 from __future__ import annotations
@@ -43,8 +49,12 @@ IO_SIZE = MiB
 POOL_SIZE = 64 * MiB  # random data, repeated only every 64 MiB (beyond any block size)
 SMALL_FILE = 1024
 TIMEOUT = 1.0  # attr/entry timeout of riverfs (default) and memfs
-TARGETS = ("riverfs", "riverfs-enc", "tmpfs", "memfs")
-DEFAULT_TARGETS = "riverfs,tmpfs,memfs"
+TARGETS = ("riverfs", "riverfs-enc", "tmpfs", "memfs", "memfs_pyfuse3")
+DEFAULT_TARGETS = "riverfs,tmpfs,memfs,memfs_pyfuse3"
+PYFUSE3_VENV = HERE / ".venv-pyfuse3"
+PYFUSE3_PACKAGES = ["pyfuse3>=3.4", "trio"]  # pyfuse3 imports trio even in asyncio mode
+# issue 9: memfs (riverfs.fuse) / memfs_pyfuse3, at least
+NEW_LAYER_TARGETS = {"create": 2.5, "unlink": 2.5, "stat": 2.0, "write": 1.5, "read_cold": 1.5}
 ENCRYPTED_FORMAT = ["--encrypt", "--compress", "zstd"]  # riverfs-enc: zstd + AES-256-GCM
 
 
@@ -63,6 +73,20 @@ def parse_size(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
     return value
+
+
+def parse_cpus(text: str) -> set[int]:
+    """A CPU list as taskset takes it: "0", "0,2", "0-1"."""
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a CPU list: {text!r} (e.g. 0, 0-1)") from None
+    if not cpus:
+        raise argparse.ArgumentTypeError(f"empty CPU list: {text!r}")
+    return cpus
 
 
 def human(n: int) -> str:
@@ -228,18 +252,49 @@ class Tmpfs(Target):
         force_unmount(self.mnt)
 
 
-class Memfs(Target):
-    name = "memfs"
+def pyfuse3_python() -> str:
+    """The python of benchmarks/.venv-pyfuse3, created and filled with pyfuse3 if needed."""
+    python = PYFUSE3_VENV / "bin" / "python"
+    check = [str(python), "-c", "import pyfuse3, pyfuse3.asyncio, trio"]
+    if python.exists() and run(check).returncode == 0:
+        return str(python)
+    log(f"installing {' '.join(PYFUSE3_PACKAGES)} into {PYFUSE3_VENV} (once)")
+    steps = [
+        [sys.executable, "-m", "venv", "--clear", str(PYFUSE3_VENV)],
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         *PYFUSE3_PACKAGES],
+    ]  # fmt: skip
+    for i, cmd in enumerate(steps):
+        p = run(cmd, timeout=900)
+        if p.returncode != 0:
+            raise RuntimeError(
+                f"{shlex.join(cmd)} failed ({p.returncode}); building pyfuse3 needs libfuse3-dev, "
+                f"pkg-config and gcc (apt-get install libfuse3-dev pkg-config gcc):\n"
+                + (p.stderr or p.stdout).strip()[-2000:]
+            )
+        if i == 0:  # keep the venv out of git status (what Python 3.13's venv does itself)
+            (PYFUSE3_VENV / ".gitignore").write_text("*\n")
+    if run(check).returncode != 0:
+        raise RuntimeError(f"pyfuse3 installed into {PYFUSE3_VENV} but does not import")
+    return str(python)
 
-    def __init__(self, workdir: Path):
+
+class Memfs(Target):
+    """benchmarks/memfs.py, on riverfs.fuse (MemfsPyfuse3: the pyfuse3 one, run by `python`)."""
+
+    name = "memfs"
+    script = "memfs.py"
+
+    def __init__(self, workdir: Path, python: str | None = None):
         super().__init__(workdir)
+        self.python = python or sys.executable
         self.proc: subprocess.Popen | None = None
-        self.logfile = workdir / "memfs.log"
+        self.logfile = workdir / f"{self.name}.log"
 
     def mount(self) -> None:
         with open(self.logfile, "wb") as logf:
             self.proc = subprocess.Popen(
-                [sys.executable, str(HERE / "memfs.py"), str(self.mnt), "--timeout", str(TIMEOUT)],
+                [self.python, str(HERE / self.script), str(self.mnt), "--timeout", str(TIMEOUT)],
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
@@ -248,10 +303,12 @@ class Memfs(Target):
 
         def ready() -> bool:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"memfs exited ({self.proc.returncode}): {self.log_tail()}")
+                raise RuntimeError(
+                    f"{self.name} exited ({self.proc.returncode}): {self.log_tail()}"
+                )
             return is_mounted(self.mnt)
 
-        wait_for(ready, 15, "memfs to mount")
+        wait_for(ready, 15, f"{self.name} to mount")
 
     def log_tail(self) -> str:
         with contextlib.suppress(OSError):
@@ -272,6 +329,11 @@ class Memfs(Target):
 
     def daemon_pid(self) -> int | None:
         return self.proc.pid if self.proc else None
+
+
+class MemfsPyfuse3(Memfs):
+    name = "memfs_pyfuse3"
+    script = "memfs_pyfuse3.py"
 
 
 class Riverfs(Target):
@@ -614,10 +676,12 @@ def table(results: dict[str, dict[str, float]], args) -> str:
     }
     ratio = "riverfs" in results and "memfs" in results
     enc = "riverfs" in results and "riverfs-enc" in results
+    layer = "memfs" in results and "memfs_pyfuse3" in results
     header = (
         ["figure", "unit", *names]
         + (["riverfs / memfs"] if ratio else [])
         + (["riverfs-enc / riverfs"] if enc else [])
+        + (["memfs / memfs_pyfuse3"] if layer else [])
     )
     rows = []
     for key, label, unit, compare in METRICS:
@@ -631,6 +695,9 @@ def table(results: dict[str, dict[str, float]], args) -> str:
         if enc:
             e, r = results["riverfs-enc"].get(key), results["riverfs"].get(key)
             row.append(f"{e / r:.0%}" if compare and e and r else "")
+        if layer:
+            n, o = results["memfs"].get(key), results["memfs_pyfuse3"].get(key)
+            row.append(f"{n / o:.2f}x" if compare and n and o else "")
         rows.append(row)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
@@ -647,6 +714,27 @@ def table(results: dict[str, dict[str, float]], args) -> str:
         + "|"
     )
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
+
+
+def layer_targets(results: dict[str, dict[str, float]]) -> str:
+    """memfs / memfs_pyfuse3 against the targets of issue 9, one line each."""
+    new, old = results.get("memfs"), results.get("memfs_pyfuse3")
+    if not new or not old:
+        return ""
+    labels = {
+        "create": "creates",
+        "unlink": "unlinks",
+        "stat": "stats",
+        "write": "seq write",
+        "read_cold": "seq read, cold",
+    }
+    out = ["Targets of issue 9 (memfs on riverfs.fuse / memfs_pyfuse3):"]
+    for key, want in NEW_LAYER_TARGETS.items():
+        if new.get(key) and old.get(key):
+            got = new[key] / old[key]
+            verdict = "met" if got >= want else "NOT met"
+            out.append(f"  {labels[key]:<16} {got:5.2f}x (target >= {want}x): {verdict}")
+    return "\n".join(out)
 
 
 def main() -> int:
@@ -677,8 +765,9 @@ def main() -> int:
     parser.add_argument(
         "--only",
         default=DEFAULT_TARGETS,
-        help="comma-separated subset of riverfs,riverfs-enc,tmpfs,memfs (riverfs-enc: an "
-        "encrypted, zstd-compressed volume)",
+        help="comma-separated subset of riverfs,riverfs-enc,tmpfs,memfs,memfs_pyfuse3 "
+        "(default riverfs,tmpfs,memfs,memfs_pyfuse3; riverfs-enc: an encrypted, "
+        "zstd-compressed volume)",
     )
     parser.add_argument(
         "--rss",
@@ -702,6 +791,15 @@ def main() -> int:
         "--riverfs-args",
         default="",
         help="extra arguments for 'riverfs mount', e.g. '--cache-size 2G'",
+    )
+    parser.add_argument(
+        "--cpus",
+        type=parse_cpus,
+        default=None,
+        help="run the benchmark and every daemon it starts on these CPUs only (e.g. 0): with "
+        "one CPU, a request and its reply need no wake-up of another CPU, which on a VM costs "
+        "more than the filesystem itself and makes unpinned metadata figures vary several-fold "
+        "between runs (see docs/BENCHMARKS.md)",
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
@@ -727,7 +825,14 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
 
+    if args.cpus is not None:
+        try:  # inherited by every process started from here on (daemons and their threads)
+            os.sched_setaffinity(0, args.cpus)
+        except OSError as e:
+            parser.error(f"--cpus: {e.strerror}")
     info = machine_info()
+    if args.cpus is not None:
+        info["pinned to CPUs"] = ",".join(map(str, sorted(args.cpus)))
     root = Path(tempfile.mkdtemp(prefix="riverfs-bench-", dir=args.tmp))
     log(f"working directory {root}")
     data = Data()
@@ -745,9 +850,13 @@ def main() -> int:
                 target = Riverfs(workdir, args.riverfs_args.split(), ENCRYPTED_FORMAT)
             elif name == "tmpfs":
                 target = Tmpfs(workdir, max(args.size, args.rss_size) + 512 * MiB)
-            else:
+            elif name == "memfs":
                 target = Memfs(workdir)
+            else:
+                target = None
             try:
+                if target is None:  # memfs_pyfuse3: its venv first (not timed)
+                    target = MemfsPyfuse3(workdir, pyfuse3_python())
                 with target:
                     best: dict[str, float] = {}
                     for rep in range(args.repeat):
@@ -784,11 +893,17 @@ def main() -> int:
     print(f"command: {shlex.join([exe, *sys.argv])}")
     end_load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average (1/5/15 min): {info['load']} at the start, {end_load} at the end")
+    if args.cpus is not None:
+        print(f"benchmark and daemons pinned to CPU(s) {info['pinned to CPUs']}")
     if args.repeat > 1:
         print(f"each figure: the best of {args.repeat} rounds")
     print()
     if results:
         print(table(results, args))
+        targets = layer_targets(results)
+        if targets:
+            print()
+            print(targets)
     for name, err in failures.items():
         print(f"\n{name} failed: {err}")
     if args.json:

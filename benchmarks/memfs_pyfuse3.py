@@ -1,10 +1,17 @@
-"""A minimal in-memory pyfuse3 filesystem: the Python FUSE ceiling for fs_bench.py.
+"""The old Python FUSE ceiling: a minimal in-memory filesystem on pyfuse3 (asyncio mode).
 
-It does the least a pyfuse3 filesystem can do (a dict of inodes, file data in
-bytes objects, no persistence), with the mount options and kernel cache timeouts
-riverfs uses, so the difference between the two is riverfs's own cost.
+riverfs served its mounts through pyfuse3 until issue 9 replaced it with its own protocol
+layer (src/riverfs/fuse/). This filesystem is kept, unchanged, so that fs_bench.py can show
+in every run the ratio between the new layer (benchmarks/memfs.py, the same filesystem on
+riverfs.fuse.session) and pyfuse3. It does the least a pyfuse3 filesystem can do (a dict of
+inodes, file data in bytes objects, no persistence), with riverfs's mount options and kernel
+cache timeouts.
 
-    python benchmarks/memfs.py MOUNTPOINT        # foreground; stop with fusermount3 -u MOUNTPOINT
+pyfuse3 is no dependency of riverfs: fs_bench.py installs it (and trio) into its own venv,
+benchmarks/.venv-pyfuse3 (building it needs libfuse3-dev, pkg-config and gcc).
+
+    benchmarks/.venv-pyfuse3/bin/python benchmarks/memfs_pyfuse3.py MOUNTPOINT [--timeout S]
+    # foreground; stop with fusermount3 -u MOUNTPOINT
 """
 
 from __future__ import annotations
