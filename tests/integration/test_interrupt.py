@@ -170,18 +170,13 @@ ASYNC_READ_REASON = (
     "lock), so the kernel never sends FUSE_INTERRUPT and the read returns only when the "
     "store answers. Without ASYNC_READ the same read gets EINTR in milliseconds."
 )
-ASYNC_DIO_REASON = (
-    "riverfs negotiates FUSE_ASYNC_DIO: an O_DIRECT read is sent as background requests and "
-    "the reader waits uninterruptibly (wait_for_completion in fuse_direct_IO); not even "
-    "SIGKILL ends it before the store answers. Without ASYNC_DIO it gets EINTR at once."
-)
 
 
 @pytest.mark.parametrize(
     "mode",
     [
         pytest.param("buffered", marks=pytest.mark.xfail(strict=True, reason=ASYNC_READ_REASON)),
-        pytest.param("direct", marks=pytest.mark.xfail(strict=True, reason=ASYNC_DIO_REASON)),
+        "direct",
     ],
 )
 def test_a_read_stuck_on_a_stalled_store_is_interrupted_by_sigint(stalled, mode):

@@ -80,7 +80,6 @@ WANTED = (
     | p.Init.EXPORT_SUPPORT
     | p.Init.BIG_WRITES
     | p.Init.MAX_PAGES
-    | p.Init.ASYNC_DIO
     | p.Init.PARALLEL_DIROPS
     | p.Init.DO_READDIRPLUS
     | p.Init.READDIRPLUS_AUTO
