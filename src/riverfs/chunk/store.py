@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from riverfs.chunk.block import (
     BlockCorrupt,
     block_key,
+    block_lengths,
     decode_block,
     decode_range,
     encode_block,
@@ -196,7 +197,16 @@ class BlockStore:
             await self.staging.sync()
 
     async def remove_slice(self, slice_id: int, size: int) -> None:
-        keys = slice_keys(slice_id, size, self.block_size)
+        await self._remove(slice_keys(slice_id, size, self.block_size))
+
+    async def remove_blocks(self, slice_id: int, size: int, first: int, last: int) -> None:
+        """Delete blocks `first`..`last` of a slice (a hole punched through it)."""
+        lengths = block_lengths(size, self.block_size)
+        await self._remove(
+            [block_key(slice_id, i, lengths[i]) for i in range(first, min(last + 1, len(lengths)))]
+        )
+
+    async def _remove(self, keys: list[str]) -> None:
         if self.staging is not None:
             for key in keys:
                 self.staging.discard(key)

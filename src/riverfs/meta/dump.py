@@ -51,6 +51,12 @@ TABLE_COLUMNS: dict[str, tuple[tuple[str, ...], str, tuple[str, ...]]] = {
     "symlinks": (("inode", "target"), "inode", ("target",)),
     "xattrs": (("inode", "name", "value"), "", ("name", "value")),
     "pending_deletes": (("id", "slice", "size", "queued"), "id", ()),
+    "slice_refs": (("slice", "size", "refs"), "slice", ()),
+    "pending_block_deletes": (
+        ("id", "slice", "size", "first_block", "last_block", "queued"),
+        "id",
+        (),
+    ),
 }
 
 
@@ -150,7 +156,7 @@ async def load(
             progress(len(batch))
             batch = []
     rows += await _insert(meta, batch)
-    await meta.db.reset_ids(("edges", "pending_deletes"))
+    await meta.db.reset_ids(("edges", "pending_deletes", "pending_block_deletes"))
 
     async def counters(tx):  # never hand out an id a loaded row uses (dumps of live volumes)
         for name, value in highest.items():
@@ -171,7 +177,7 @@ def _note_ids(highest: dict[str, int], table: str, values: list) -> None:
     elif table == "chunks":
         ids = [s.id for s in decode_slices(base64.b64decode(values[2]))]
         highest["next_slice"] = max(highest["next_slice"], *ids, 0)
-    elif table == "pending_deletes":
+    elif table in ("pending_deletes", "pending_block_deletes"):
         highest["next_slice"] = max(highest["next_slice"], values[1])
 
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from riverfs.errors import FSError
+from riverfs.meta import ranges, refs
 from riverfs.meta.cache import MetaCache
 from riverfs.meta.changes import Changes
 from riverfs.meta.locks import (
@@ -153,6 +154,8 @@ class Meta:
                 "doomed",
                 "locks",
                 "locked_inodes",
+                "slice_refs",
+                "pending_block_deletes",
             ):
                 await tx.run(f"DELETE FROM {table}")
             await tx.run("INSERT INTO settings VALUES ('volume', ?)", settings.to_json())
@@ -873,25 +876,17 @@ class Meta:
         """Delete an inode and queue its data for deletion from the store."""
         inode = attr.inode
         if attr.stored:  # nothing stored: no slice holds data (saves a round trip)
-            for (blob,) in await tx.all("SELECT slices FROM chunks WHERE inode = ?", inode):
-                await self._queue_slices(tx, decode_slices(blob))
+            rows = await tx.all("SELECT slices FROM chunks WHERE inode = ?", inode)
+            await refs.drop_rows(tx, [decode_slices(blob) for (blob,) in rows], now_ns())
         for table in ("chunks", "symlinks", "xattrs", "locks", "locked_inodes", "nodes"):
             await tx.defer(f"DELETE FROM {table} WHERE inode = ?", inode)
         await self._count(tx, -1, -attr.stored)
         tx.changes.attr(inode)
 
     async def _queue_slices(self, tx, slices: list[Slice]) -> None:
-        t = now_ns()
-        seen = set()
-        for s in slices:
-            if s.id and s.id not in seen:
-                seen.add(s.id)
-                await tx.defer(
-                    "INSERT INTO pending_deletes (slice, size, queued) VALUES (?, ?, ?)",
-                    s.id,
-                    s.size,
-                    t,
-                )
+        """One chunk row lets go of these slices: those no other row names are queued for
+        deletion (meta/refs.py)."""
+        await refs.drop_rows(tx, [slices], now_ns())
 
     # ---- attributes -----------------------------------------------------------------------
 
@@ -998,10 +993,10 @@ class Meta:
             stored = attr.stored
             if length < attr.size:
                 first_gone = -(-length // CHUNK_SIZE)  # chunks wholly beyond the new end
-                for (blob,) in await tx.all(
+                gone = await tx.all(
                     "SELECT slices FROM chunks WHERE inode = ? AND idx >= ?", inode, first_gone
-                ):
-                    await self._queue_slices(tx, decode_slices(blob))
+                )
+                await refs.drop_rows(tx, [decode_slices(blob) for (blob,) in gone], now_ns())
                 await tx.run("DELETE FROM chunks WHERE inode = ? AND idx >= ?", inode, first_gone)
                 pos = length % CHUNK_SIZE
                 if pos:
@@ -1014,6 +1009,46 @@ class Meta:
             return await self._set_size(tx, attr, length, stored, t or now_ns())
 
         return await self.db.txn(fn)
+
+    # ---- byte ranges: fallocate, SEEK_DATA / SEEK_HOLE, copy_file_range (meta/ranges.py) ---
+
+    async def fallocate(
+        self,
+        inode: int,
+        offset: int,
+        length: int,
+        mode: int,
+        *,
+        block_size: int,
+        capacity: int | None = None,
+    ) -> Attr:
+        """fallocate(2) on a regular file: modes 0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE and
+        ZERO_RANGE (with or without KEEP_SIZE), arguments already checked (vfs/ranges.py)."""
+        t = now_ns()
+        return await self.db.txn(
+            lambda tx: ranges.fallocate(
+                self, tx, inode, offset, length, mode, t, block_size, capacity
+            )
+        )
+
+    async def seek(self, inode: int, offset: int, whence: int) -> int:
+        """lseek(2) SEEK_DATA / SEEK_HOLE from the slice map (ENXIO at or past the end)."""
+        return await self.db.txn(
+            lambda tx: ranges.seek(self, tx, inode, offset, whence), write=False
+        )
+
+    async def copy_range(
+        self, inode_in: int, off_in: int, inode_out: int, off_out: int, length: int, *,
+        block_size: int,
+    ) -> tuple[int, Attr]:  # fmt: skip
+        """copy_file_range(2): the destination's chunks name the source's slices (no block is
+        read or written). Returns the bytes copied and the destination's attributes."""
+        t = now_ns()
+        return await self.db.txn(
+            lambda tx: ranges.copy_range(
+                self, tx, inode_in, off_in, inode_out, off_out, length, t, block_size
+            )
+        )
 
     # ---- deferred deletes -----------------------------------------------------------------
 

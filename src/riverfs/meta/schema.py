@@ -4,7 +4,7 @@ Times are nanoseconds since the epoch. Names and symlink targets are bytes (BLOB
 the root directory; its `parent` is 1.
 """
 
-SCHEMA_VERSION = 3  # 3: locks, locked_inodes
+SCHEMA_VERSION = 4  # 3: locks, locked_inodes; 4: slice_refs, pending_block_deletes
 
 TABLES = """
 -- One row: name 'volume', value = VolumeSettings as JSON (also copied to <store>/riverfs.json).
@@ -106,6 +106,28 @@ CREATE TABLE IF NOT EXISTS pending_deletes (
     slice  INTEGER NOT NULL,
     size   INTEGER NOT NULL,
     queued INTEGER NOT NULL
+);
+
+-- Slices referenced by more than one chunk row (copy_file_range shares slices between files and
+-- between chunks of one file; meta/refs.py). refs: how many chunk rows (inode, idx) have at
+-- least one record naming the slice, always 2 or more. A slice without a row here is named by
+-- one chunk row (or by none: then it waits in pending_deletes). size: the slice's full size.
+CREATE TABLE IF NOT EXISTS slice_refs (
+    slice INTEGER PRIMARY KEY,
+    size  INTEGER NOT NULL,
+    refs  INTEGER NOT NULL
+);
+
+-- Blocks of a slice still in use that no record needs any more (a hole punched through an
+-- unshared slice), waiting for the background deleter. first_block, last_block: the block
+-- indexes, inclusive; size: the slice's full size (block keys derive from it).
+CREATE TABLE IF NOT EXISTS pending_block_deletes (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    slice       INTEGER NOT NULL,
+    size        INTEGER NOT NULL,
+    first_block INTEGER NOT NULL,
+    last_block  INTEGER NOT NULL,
+    queued      INTEGER NOT NULL
 );
 
 -- Changes other mounts must hear about, for engines without notifications (SQLite volumes

@@ -3,7 +3,9 @@
 A chunk row holds its slices as a blob of fixed-size records, in commit order: the later record
 wins where two overlap. Each record says: at `pos` within the chunk, show `length` bytes of
 slice `id` (whose whole size is `size`) starting at `offset` within that slice. Slice id 0 is a
-hole: it reads as zeros (truncate writes one to hide data beyond the new end).
+hole: it reads as zeros (truncate writes one to hide data beyond the new end). A record with id 0
+and size ALLOCATED is space fallocate allocated: it reads as zeros too, and counts in st_blocks
+(meta/ranges.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import struct
 from dataclasses import dataclass
 
 _RECORD = struct.Struct("<IQIII")  # pos, id, size, offset, length
+ALLOCATED = 1  # the size of an id-0 record that marks allocated space (fallocate), not a hole
 
 
 @dataclass(slots=True, frozen=True)

@@ -1,8 +1,9 @@
 """The background deleter: removes the blocks of slices nothing references any more.
 
-Deleting a file only queues its slices (meta.pending_deletes); this task drains that queue in
-batches, so unlink never waits for the store and a crash never loses track of garbage. Only the
-mount holding the volume's background lease runs it (`active`, set by vfs/session.py).
+Deleting a file only queues its slices (meta.pending_deletes; a punched hole queues blocks in
+pending_block_deletes); this task drains those queues in batches, so unlink never waits for the
+store and a crash never loses track of garbage. Only the mount holding the volume's background
+lease runs it (`active`, set by vfs/session.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import logging
 
 from riverfs.chunk.store import BlockStore
-from riverfs.meta import Meta
+from riverfs.meta import Meta, refs
 from riverfs.vfs.background import cancel
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ class Deleter:
         self._wake.set()
 
     async def drain(self) -> int:
-        """Delete everything queued now; return how many slices were removed."""
+        """Delete everything queued now; return how many slices were removed (blocks of
+        punched holes are removed too, not counted)."""
         done = 0
         while batch := await self.meta.pending_deletes(BATCH):
             finished = []
@@ -51,7 +53,25 @@ class Deleter:
             await self.meta.finish_deletes(finished)
             done += len(finished)
             if len(finished) < len(batch):
-                break  # the store is failing: try again later
+                return done  # the store is failing: try again later
+        while batch := await refs.pending_blocks(self.meta, BATCH):
+            finished = []
+            for queue_id, slice_id, size, first, last in batch:
+                try:
+                    await self.blocks.remove_blocks(slice_id, size, first, last)
+                except Exception as e:
+                    log.warning(
+                        "deleting blocks %d-%d of slice %d failed, will retry: %s",
+                        first,
+                        last,
+                        slice_id,
+                        e,
+                    )
+                    continue
+                finished.append(queue_id)
+            await refs.finish_blocks(self.meta, finished)
+            if len(finished) < len(batch):
+                break
         return done
 
     async def _run(self) -> None:

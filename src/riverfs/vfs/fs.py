@@ -23,6 +23,7 @@ from riverfs.errors import FSError
 from riverfs.meta import Attr, AttrChange, Entry, Meta, VolumeSettings
 from riverfs.meta.engine import now_ns
 from riverfs.objects import StoreError
+from riverfs.vfs import ranges
 from riverfs.vfs.deleter import Deleter
 from riverfs.vfs.handles import Caller, HandleTable
 from riverfs.vfs.locks import FileLocks
@@ -426,6 +427,90 @@ class VFS:
             self._lengths.pop(h.inode, None)
             if h.inode in self._sustained and not self._kernel_refs.get(h.inode):
                 await self._free_sustained(h.inode)
+
+    # ---- byte ranges: fallocate, SEEK_DATA / SEEK_HOLE, copy_file_range (meta/ranges.py) ---
+
+    async def fallocate(self, fh: int, offset: int, length: int, mode: int) -> None:
+        """fallocate(2), as ext4 answers it. Mode 0 allocates [offset, offset + length) (the
+        file grows to its end; its holes read as zeros and count in st_blocks); KEEP_SIZE
+        allocates within the size only; PUNCH_HOLE|KEEP_SIZE makes the range a real hole (the
+        slice map holds nothing there, blocks nothing needs any more are deleted);
+        ZERO_RANGE (with or without KEEP_SIZE) makes it read zeros, as allocated space.
+
+        Errors: EINVAL (offset < 0, length <= 0), EOPNOTSUPP (any other mode, PUNCH_HOLE
+        without KEEP_SIZE, COLLAPSE/INSERT/UNSHARE_RANGE), EROFS (read-only mount), EBADF (fh
+        not open for writing), EFBIG (offset + length beyond 2**63 - 1), EISDIR / ENODEV (not
+        a regular file), ENOSPC (allocating beyond the volume's capacity). Pending writes of
+        the file are committed first.
+        """
+        ranges.check_fallocate(offset, length, mode)
+        self._writable()
+        h = self.handles.get(fh)
+        ranges.check_write_handle(h)
+        await self._flush(h.inode)
+        try:
+            attr = await self.meta.fallocate(
+                h.inode,
+                offset,
+                length,
+                mode,
+                block_size=self.settings.block_size,
+                capacity=self.settings.capacity,
+            )
+        finally:
+            self.reader.invalidate(h.inode)
+        self._note_length(attr)
+        self.deleter.poke()
+
+    async def lseek(self, fh: int, offset: int, whence: int) -> int:
+        """lseek(2) SEEK_DATA (3) and SEEK_HOLE (4), from the slice map, in 4 KiB blocks as
+        ext4 answers: a block holding any written byte is data; holes are ranges no slice
+        covers, punched ranges and fallocated space (unwritten, as on ext4); the end of the
+        file is a hole. ENXIO when offset >= size, and for SEEK_DATA when no data follows;
+        EINVAL for another whence (SEEK_SET/CUR/END stay in the kernel); EBADF for a bad fh.
+        Pending writes of the file are committed first."""
+        ranges.check_seek(whence)
+        h = self.handles.get(fh)
+        await self._flush(h.inode)
+        return await self.meta.seek(h.inode, offset, whence)
+
+    async def copy_range(
+        self, fh_in: int, off_in: int, fh_out: int, off_out: int, length: int
+    ) -> int:
+        """copy_file_range(2) within the volume: the destination's chunks name the source's
+        slices (no block is read or written; one metadata transaction). Returns the bytes
+        copied: `length` cut at the source's end, 0 at or after it. The destination grows as
+        needed; later writes to either file never show in the other (slices are immutable;
+        shared ones are counted in slice_refs and deleted with their last reference).
+
+        Errors: EBADF (fh_in not readable, fh_out not writable or O_APPEND), EINVAL (negative
+        offsets, overlapping ranges of one file, not regular files), EISDIR, EOVERFLOW (an
+        offset + length beyond 2**63 - 1), EFBIG, EROFS. Pending writes of both files are
+        committed first.
+        """
+        self._writable()
+        h_in, h_out = self.handles.get(fh_in), self.handles.get(fh_out)
+        ranges.check_copy(h_in, off_in, h_out, off_out, length)
+        await self._flush(h_in.inode)
+        await self._flush(h_out.inode)
+        if not length:
+            return 0
+        if not h_out.wrote:  # a copy writes the destination: as `write` does
+            h_out.wrote = True
+            before = await self.meta.getattr(h_out.inode)
+            mode = _killed_mode(before, h_out.caller, False)
+            if mode != before.mode:
+                await self.meta.setattr(h_out.inode, AttrChange(mode=mode))
+        try:
+            copied, attr = await self.meta.copy_range(
+                h_in.inode, off_in, h_out.inode, off_out, length,
+                block_size=self.settings.block_size,
+            )  # fmt: skip
+        finally:
+            self.reader.invalidate(h_out.inode)
+        self._note_length(attr)
+        self.deleter.poke()
+        return copied
 
     # ---- volume and extended attributes ---------------------------------------------------
 

@@ -1,10 +1,12 @@
 """Checking a volume: every referenced object present, and the metadata consistent.
 
 What `check_volume` looks at:
-- objects: each block of each slice a file references exists in the store (one listing, no
+- objects: each block a file's slice records need exists in the store (one listing, no
   request per object), is at least as long as a block header and, for a plain uncompressed
   volume, exactly as long as it must be; with `check_data`, each block is fetched and
   verified (checksums, and decryption for an encrypted volume);
+- shared slices: the reference counts of slice_refs match the chunk rows naming each slice
+  (a count too low would let a copy's blocks be deleted; `repair` sets them right);
 - entries pointing to inodes that do not exist;
 - link counts (files: their entries; directories: 2 + subdirectories);
 - orphans: live inodes no entry reaches (moved to /lost+found by `repair`), and deleted
@@ -22,8 +24,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from riverfs.chunk.block import BlockCorrupt, block_lengths, payload_offset, slice_keys
-from riverfs.meta import inventory
+from riverfs.chunk.block import BlockCorrupt, block_key, block_lengths, payload_offset
+from riverfs.meta import inventory, refs
+from riverfs.meta.ranges import blocks_needed
 from riverfs.meta.types import ROOT_INODE
 from riverfs.objects import StoreError
 from riverfs.vfs.session import live_sessions, refuse_if_mounted
@@ -81,14 +84,27 @@ async def check_volume(
 
     blocks = volume.block_store()
     plain = settings.compression == "none" and not settings.encryption
+    rows_naming: Counter[int] = Counter()  # slice id -> chunk rows that name it
+    sizes: dict[int, int] = {}
     try:
         async for inode, _idx, slices in inventory.chunks(meta):
+            for sid in {s.id for s in slices if s.id}:
+                rows_naming[sid] += 1
+            checked: set[str] = set()
             for s in slices:
                 if not s.id:
                     continue
+                sizes[s.id] = s.size
                 lengths = block_lengths(s.size, settings.block_size)
-                keys = slice_keys(s.id, s.size, settings.block_size)
-                for index, (key, length) in enumerate(zip(keys, lengths, strict=True)):
+                for index in sorted(blocks_needed([s], settings.block_size)):
+                    if index >= len(lengths):
+                        report.damaged.setdefault(inode, f"slice {s.id}: record beyond its size")
+                        break
+                    length = lengths[index]
+                    key = block_key(s.id, index, length)
+                    if key in checked:
+                        continue
+                    checked.add(key)
                     report.objects += 1
                     progress(1)
                     problem = _object_problem(stored.get(key), length, plain)
@@ -102,6 +118,7 @@ async def check_volume(
     finally:
         await blocks.close()
 
+    await _check_refs(volume, report, rows_naming, sizes, repair)
     await _check_links(volume, report, nodes, links, subdirs, where, repair)
     for inode in report.damaged:
         report.paths[inode] = _path(inode, where)
@@ -115,6 +132,21 @@ def _object_problem(size: int | None, length: int, plain: bool) -> str | None:
     if size < payload_offset(0) or (plain and size != expected):
         return f"{size} bytes, expected {expected if plain else 'a whole block'}"
     return None
+
+
+async def _check_refs(volume, report, rows_naming, sizes, repair) -> None:
+    """slice_refs holds the count of every slice two or more chunk rows name, and no other."""
+    recorded = await refs.shared_counts(volume.meta)
+    wrong: dict[int, tuple[int, int]] = {}
+    for sid in {*recorded, *(s for s, n in rows_naming.items() if n >= 2)}:
+        want = rows_naming.get(sid, 0)
+        have = recorded.get(sid, 1 if want else 0)
+        if (want >= 2 or sid in recorded) and have != want:
+            report.problems.append(f"slice {sid} is named by {want} chunk rows, counted {have}")
+            wrong[sid] = (sizes.get(sid, 0), want)
+    if repair and wrong:
+        await refs.set_counts(volume.meta, wrong)
+        report.repaired.append(f"set the reference counts of {len(wrong)} shared slices")
 
 
 async def _check_links(volume, report, nodes, links, subdirs, where, repair) -> None:
