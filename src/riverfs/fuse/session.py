@@ -36,6 +36,12 @@ from riverfs.fuse import protocol as p
 
 log = logging.getLogger(__name__)
 
+# Requests a FUSE_INTERRUPT may abandon (nothing is half done when they are cancelled).
+INTERRUPTIBLE = frozenset(
+    (p.Op.READ, p.Op.GETLK, p.Op.SETLK, p.Op.SETLKW, p.Op.LSEEK, p.Op.READDIR)
+)
+# Requests not counted against max_in_flight: a lock wait may wait for an unlock still queued.
+UNBOUNDED = frozenset((p.Op.SETLKW, p.Op.SETLK))
 NO_REPLY = None  # what a handler returns for FORGET-like requests
 Reply = bytes | bytearray | memoryview | Sequence[bytes | bytearray | memoryview] | None
 Handler = Callable[["Request", memoryview], Awaitable[Reply]]
@@ -203,10 +209,6 @@ class Session:
         self.proto_minor = 0
         self.agreed = p.Init(0)
         self.initialized: asyncio.Future[None] | None = None
-        self.interruptible: frozenset[int] = frozenset(
-            (p.Op.READ, p.Op.GETLK, p.Op.SETLK, p.Op.SETLKW, p.Op.LSEEK, p.Op.READDIR)
-        )
-        self.unbounded: frozenset[int] = frozenset((p.Op.SETLKW, p.Op.SETLK))
         self._tasks: dict[int, tuple[asyncio.Task, int]] = {}  # unique -> (task, opcode)
         self._bounded = 0  # tasks counted against max_in_flight
         self._interrupted: set[int] = set()
@@ -359,7 +361,7 @@ class Session:
             return
         task = self._loop.create_task(self._finish(req, _Resume(coro, first)))
         self._tasks[unique] = (task, opcode)
-        if opcode not in self.unbounded:
+        if opcode not in UNBOUNDED:
             self._bounded += 1
             if self._bounded >= self.settings.max_in_flight:
                 self._pause_reading()
@@ -380,7 +382,7 @@ class Session:
         finally:
             self._interrupted.discard(req.unique)
             _, opcode = self._tasks.pop(req.unique)
-            if opcode not in self.unbounded:
+            if opcode not in UNBOUNDED:
                 self._bounded -= 1
                 if self._bounded < self.settings.max_in_flight and not self._done.done():
                     self._resume_reading()
@@ -406,7 +408,7 @@ class Session:
         entry = self._tasks.get(target)
         # Only requests that are safe to abandon are cancelled; the others finish normally,
         # which the protocol allows. An unknown unique was answered already.
-        if entry is not None and entry[1] in self.interruptible:
+        if entry is not None and entry[1] in INTERRUPTIBLE:
             self._interrupted.add(target)
             # Not at once: a task cancelled before its first step never runs its handler's
             # error path, so the request would get no reply. Its first step is queued ahead.
@@ -449,7 +451,12 @@ class Session:
             self.reply(unique, p.INIT_OUT.pack(p.KERNEL_VERSION, p.KERNEL_MINOR_VERSION, *[0] * 10))
             return
         if major < p.KERNEL_VERSION or minor < p.MIN_MINOR_VERSION:
-            log.error("kernel FUSE protocol %d.%d is too old (need 7.%d)", major, minor, 12)
+            log.error(
+                "kernel FUSE protocol %d.%d is too old (need 7.%d)",
+                major,
+                minor,
+                p.MIN_MINOR_VERSION,
+            )
             self.reply_error(unique, errno.EPROTO)
             self.stop()
             return
