@@ -28,8 +28,10 @@ MAX_OPEN_SLICES = 64  # more and the writer commits what it has (random-write wo
 
 
 class SliceBuffer:
-    """One slice being written: bytes [uploaded, length) are the first `filled` bytes of
-    `buf`, a block-sized buffer allocated once and handed to the upload when full."""
+    """One slice being written: bytes [uploaded, length) are `buf` (`filled` bytes long),
+    which grows with the writes, up to a block, and is handed to the upload when full. It is
+    never allocated block-sized up front: `bytearray(n)` zero-fills, which costs a 1 KiB file
+    a 4 MiB memset and 1,024 page faults."""
 
     __slots__ = ("index", "pos", "id", "length", "uploaded", "buf", "filled", "uploads")
 
@@ -121,9 +123,11 @@ class FileWriter:
         grown = 0
         while data:
             if s.buf is None:
-                s.buf = bytearray(bs)  # calloc'd: pages cost memory only once written
+                s.buf = bytearray()
             take = min(len(data), bs - start)
-            s.buf[start : start + take] = data[:take]  # same length: never reallocates
+            # start <= filled: past the end this grows the buffer (large ones by realloc in
+            # place, so a block written in 1 MiB pieces is not copied as it grows)
+            s.buf[start : start + take] = data[:take]
             end = start + take
             if end > s.filled:
                 grown += end - s.filled
@@ -170,7 +174,7 @@ class FileWriter:
     async def _commit_slices(self, slices: list[SliceBuffer]) -> Attr | None:
         for s in slices:
             if s.filled:
-                block = memoryview(s.buf)[: s.filled]
+                block = s.buf
                 s.buf, s.filled = None, 0
                 self._upload(s, block)
         results = await asyncio.gather(
