@@ -30,8 +30,11 @@ from riverfs.cli.obj import obj
 from riverfs.cli.passphrase import ENV, passphrase_group, read_passphrase
 from riverfs.cli.tools import dump, fsck, gc, load
 from riverfs.errors import RiverError
+from riverfs.meta.inline import MAX_INLINE
 from riverfs.objects.urls import redact_url
 from riverfs.vfs.session import STALE_HEARTBEATS, pid_alive
+
+DEFAULT_INLINE_LIMIT = "4K"  # the decision and its figures: docs/ARCHITECTURE.md, "Inline data"
 
 log = logging.getLogger("riverfs")
 
@@ -76,8 +79,15 @@ def cli() -> None:
     "(RIVERFS_PASSPHRASE, --key-file, or a prompt).",
 )
 @click.option("--key-file", type=click.Path(path_type=Path), help="File with the passphrase.")
+@click.option(
+    "--inline-limit",
+    default=DEFAULT_INLINE_LIMIT,
+    show_default=True,
+    help="Keep files (slices) up to this size in the metadata database instead of the "
+    "object store: no PUT per small file; 0 turns it off. At most 64K.",
+)
 def format_cmd(
-    meta_url, storage_url, block_size, compress, capacity, force, encrypt, key_file
+    meta_url, storage_url, block_size, compress, capacity, force, encrypt, key_file, inline_limit
 ) -> None:
     """Create a volume (default: the one in ~/.local/share/riverfs/default)."""
     from riverfs.meta import check_meta_url
@@ -91,6 +101,9 @@ def format_cmd(
         raise RiverError(f"--block-size {block_size} is out of range: use 64K to 64M")
     if key_file is not None and not encrypt:
         raise RiverError("--key-file is for encrypted volumes: add --encrypt")
+    inline = parse_size(inline_limit)
+    if not 0 <= inline <= min(MAX_INLINE, bs):
+        raise RiverError(f"--inline-limit {inline_limit} is out of range: use 0 to 64K")
     secret = read_passphrase(key_file, confirm=True) if encrypt else None
     settings = asyncio.run(
         format_volume(
@@ -101,6 +114,7 @@ def format_cmd(
             capacity=parse_size(capacity),
             force=force,
             passphrase=secret,
+            inline_limit=inline,
         )
     )
     click.echo(
@@ -344,6 +358,8 @@ def status(meta_url) -> None:
     click.echo(f"storage:     {redact_url(settings.storage)}")
     click.echo(f"block size:  {human_size(settings.block_size)}")
     click.echo(f"compression: {settings.compression}")
+    inline = settings.inline_limit
+    click.echo(f"inline data: {f'up to {human_size(inline)} per slice' if inline else 'off'}")
     encryption = "AES-256-GCM, key wrapped by a passphrase" if settings.encryption else "none"
     click.echo(f"encryption:  {encryption}")
     click.echo(f"created:     {created}")

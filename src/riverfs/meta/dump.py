@@ -52,6 +52,7 @@ TABLE_COLUMNS: dict[str, tuple[tuple[str, ...], str, tuple[str, ...]]] = {
     "xattrs": (("inode", "name", "value"), "", ("name", "value")),
     "pending_deletes": (("id", "slice", "size", "queued"), "id", ()),
     "slice_refs": (("slice", "size", "refs"), "slice", ()),
+    "inline_blocks": (("slice", "size", "data"), "slice", ("data",)),
     "pending_block_deletes": (
         ("id", "slice", "size", "first_block", "last_block", "queued"),
         "id",

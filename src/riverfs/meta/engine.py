@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from riverfs.errors import FSError
-from riverfs.meta import ranges, refs
+from riverfs.meta import inline, ranges, refs
 from riverfs.meta.cache import MetaCache
 from riverfs.meta.changes import Changes
 from riverfs.meta.locks import (
@@ -35,7 +35,7 @@ from riverfs.meta.locks import (
     gave_up,
 )
 from riverfs.meta.schema import COUNTERS, TABLES
-from riverfs.meta.slices import Slice, decode_slices, encode_slices
+from riverfs.meta.slices import Slice, decode_slices, encode_slices, visible_segments
 from riverfs.meta.types import (
     MAX_NAME,
     ROOT_INODE,
@@ -109,6 +109,9 @@ class Meta:
         # Engines that push every change (PostgreSQL) can serve lookups from a local cache.
         self.cache = MetaCache() if getattr(db, "notifies", False) else None
         db.on_commit = self._committed
+        # The volume's inline_limit (meta/inline.py), set by whoever opens the volume: chunk
+        # reads look for inline blocks only among slices this small.
+        self.inline_limit = 0
 
     def _committed(self, changes: Changes, committed: bool = True) -> None:
         """After a COMMIT (or one whose outcome a lost connection hid: `committed` False),
@@ -156,6 +159,7 @@ class Meta:
                 "locked_inodes",
                 "slice_refs",
                 "pending_block_deletes",
+                "inline_blocks",
             ):
                 await tx.run(f"DELETE FROM {table}")
             await tx.run("INSERT INTO settings VALUES ('volume', ?)", settings.to_json())
@@ -187,7 +191,10 @@ class Meta:
                 return None
             return VolumeSettings.from_json(row[0]) if row else None
 
-        return await self.db.txn(fn, write=False)
+        settings = await self.db.txn(fn, write=False)
+        if settings is not None:
+            self.inline_limit = settings.inline_limit
+        return settings
 
     async def save_settings(self, settings: VolumeSettings) -> None:
         """Replace the volume settings (a new passphrase wraps the master key)."""
@@ -932,6 +939,25 @@ class Meta:
 
         return await self.db.txn(fn, write=False)
 
+    async def read_chunk_data(self, inode: int, index: int) -> tuple[list[Slice], dict[int, bytes]]:
+        """A chunk's records, and the stored blocks of its inline slices (meta/inline.py),
+        read together: records are never seen without their data."""
+        limit = self.inline_limit
+
+        async def fn(tx):
+            row = await tx.one(
+                "SELECT slices FROM chunks WHERE inode = ? AND idx = ?", inode, index
+            )
+            if row is None:
+                return [], {}
+            slices = decode_slices(row[0])
+            small = {s.id for s in slices if s.id and s.size <= limit}
+            if small:  # only what reads can see: overwritten slices wait for compaction
+                small &= {seg.id for seg in visible_segments(slices, CHUNK_SIZE)}
+            return slices, (await inline.load(tx, small) if small else {})
+
+        return await self.db.txn(fn, write=False)
+
     async def _append_slices(self, tx, inode: int, index: int, slices: list[Slice]) -> None:
         row = await tx.one("SELECT slices FROM chunks WHERE inode = ? AND idx = ?", inode, index)
         blob = (bytes(row[0]) if row else b"") + encode_slices(slices)
@@ -943,19 +969,32 @@ class Meta:
             await tx.defer("INSERT INTO chunks VALUES (?, ?, ?)", inode, index, blob)
 
     async def write_slices(
-        self, inode: int, slices: list[tuple[int, Slice]], length: int, mtime: int
+        self,
+        inode: int,
+        slices: list[tuple[int, Slice]],
+        length: int,
+        mtime: int,
+        inline_blocks: dict[int, bytes] | None = None,
     ) -> Attr | None:
         """Commit written slices (chunk index, slice) in order; the file grows to `length`.
+        `inline_blocks`: slice id -> stored block, for slices kept in the database
+        (meta/inline.py), inserted by the same transaction.
 
-        If the inode is gone (deleted while the data was uploading), the slices go straight to
-        the delete queue and None is returned.
+        If the inode is gone (deleted while the data was uploading), the stored slices go
+        straight to the delete queue and None is returned.
         """
+        inline_blocks = inline_blocks or {}
 
         async def fn(tx):
             attr = await self._attr(tx, inode)
             if attr is None:
-                await self._queue_slices(tx, [s for _, s in slices])
+                await self._queue_slices(tx, [s for _, s in slices if s.id not in inline_blocks])
                 return None
+            if inline_blocks:
+                sizes = {s.id: s.size for _, s in slices}
+                await inline.insert(
+                    tx, {sid: (sizes[sid], raw) for sid, raw in inline_blocks.items()}
+                )
             by_chunk: dict[int, list[Slice]] = {}
             for index, s in slices:
                 by_chunk.setdefault(index, []).append(s)

@@ -6,7 +6,8 @@ file or of others, reference it too. `slice_refs` counts the rows of those share
 a slice without a row there is referenced by one chunk row (or by none, once that row let go
 of it). When a row lets go of a slice (the file is freed, truncated, compacted, or a hole is
 punched), the count goes down, and the slice's blocks are queued for deletion
-(`pending_deletes`) only when no row references it any more.
+(`pending_deletes`) only when no row references it any more (an inline slice's row, in the
+database, is deleted right there: meta/inline.py).
 
 Blocks of an unshared slice that no record of its one row needs any more (a hole punched
 through the middle of a slice) are queued on their own (`pending_block_deletes`).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from riverfs.meta import inline
 from riverfs.meta.slices import Slice
 
 _BATCH = 500  # ids per IN (...) query
@@ -57,7 +59,7 @@ async def change(
             continue
         if old >= 2:
             await tx.run("DELETE FROM slice_refs WHERE slice = ?", sid)
-        if new <= 0:
+        if new <= 0 and not (size <= inline.MAX_INLINE and await inline.drop(tx, sid)):
             await tx.defer(
                 "INSERT INTO pending_deletes (slice, size, queued) VALUES (?, ?, ?)", sid, size, t
             )

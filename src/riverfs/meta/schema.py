@@ -4,7 +4,8 @@ Times are nanoseconds since the epoch. Names and symlink targets are bytes (BLOB
 the root directory; its `parent` is 1.
 """
 
-SCHEMA_VERSION = 4  # 3: locks, locked_inodes; 4: slice_refs, pending_block_deletes
+# 3: locks, locked_inodes; 4: slice_refs, pending_block_deletes; 5: inline_blocks
+SCHEMA_VERSION = 5
 
 TABLES = """
 -- One row: name 'volume', value = VolumeSettings as JSON (also copied to <store>/riverfs.json).
@@ -116,6 +117,15 @@ CREATE TABLE IF NOT EXISTS slice_refs (
     slice INTEGER PRIMARY KEY,
     size  INTEGER NOT NULL,
     refs  INTEGER NOT NULL
+);
+
+-- Small slices stored in the database instead of the object store (meta/inline.py): the slice's
+-- one block in its stored form (chunk/block.py), as the object would hold it. size: the
+-- slice's size (the block's plain length). Deleted with the last chunk row naming the slice.
+CREATE TABLE IF NOT EXISTS inline_blocks (
+    slice INTEGER PRIMARY KEY,
+    size  INTEGER NOT NULL,
+    data  BLOB NOT NULL
 );
 
 -- Blocks of a slice still in use that no record needs any more (a hole punched through an

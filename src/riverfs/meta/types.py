@@ -72,6 +72,9 @@ class VolumeSettings:
     extra: dict = field(default_factory=dict)
     # Empty, or the wrapped master key and how to unwrap it (chunk/crypto.py).
     encryption: dict = field(default_factory=dict)
+    # Slices of at most this many bytes, committed whole by one flush, are stored in the
+    # metadata database instead of the object store (meta/inline.py); 0: never.
+    inline_limit: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

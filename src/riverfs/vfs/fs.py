@@ -403,7 +403,12 @@ class VFS:
         w = self._writers.get(h.inode)
         if w is None:
             w = self._writers[h.inode] = FileWriter(
-                h.inode, self.meta, self.blocks, self.budget, self._upload_slots
+                h.inode,
+                self.meta,
+                self.blocks,
+                self.budget,
+                self._upload_slots,
+                self.settings.inline_limit,
             )
         await w.write(offset, data)
         return len(data)

@@ -2,9 +2,10 @@
 
 What `check_volume` looks at:
 - objects: each block a file's slice records need exists in the store (one listing, no
-  request per object), is at least as long as a block header and, for a plain uncompressed
-  volume, exactly as long as it must be; with `check_data`, each block is fetched and
-  verified (checksums, and decryption for an encrypted volume);
+  request per object) or, for an inline slice, in the database (meta/inline.py), is at
+  least as long as a block header and, for a plain uncompressed volume, exactly as long as
+  it must be; with `check_data`, each block is fetched and verified (checksums, and
+  decryption for an encrypted volume);
 - shared slices: the reference counts of slice_refs match the chunk rows naming each slice
   (a count too low would let a copy's blocks be deleted; `repair` sets them right);
 - entries pointing to inodes that do not exist;
@@ -24,8 +25,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from riverfs.chunk.block import BlockCorrupt, block_key, block_lengths, payload_offset
-from riverfs.meta import inventory, refs
+from riverfs.chunk.block import (
+    BlockCorrupt,
+    block_key,
+    block_lengths,
+    decode_block,
+    payload_offset,
+)
+from riverfs.meta import inline, inventory, refs
 from riverfs.meta.ranges import blocks_needed
 from riverfs.meta.types import ROOT_INODE
 from riverfs.objects import StoreError
@@ -64,6 +71,11 @@ async def check_volume(
     if repair:
         refuse_if_mounted(mounts, "fsck --repair", "its mounts change what fsck repairs")
     stored = {info.key: info.size async for info in volume.store.list("chunks/")}
+    in_database: dict[str, int] = {}  # inline slices (meta/inline.py): a row holds the block
+    for sid, (size, n) in (await inline.sizes(meta)).items():
+        key = block_key(sid, 0, size)
+        in_database[key] = sid
+        stored[key] = n
     nodes = {a.inode: a async for a in inventory.nodes(meta)}
     report.inodes = len(nodes)
     links: Counter[int] = Counter()
@@ -110,7 +122,11 @@ async def check_volume(
                     problem = _object_problem(stored.get(key), length, plain)
                     if problem is None and check_data:
                         try:
-                            await blocks.load(s.id, index, length)
+                            if key in in_database:
+                                raw = await inline.stored_block(meta, s.id)
+                                decode_block(raw or b"", key, blocks.cipher)
+                            else:
+                                await blocks.load(s.id, index, length)
                         except (BlockCorrupt, StoreError) as e:
                             problem = str(e)
                     if problem is not None:

@@ -1,7 +1,8 @@
 """Reading file data: resolve a byte range to slices, and slices to blocks.
 
 A chunk's slice list resolves into a gap-free list of visible segments (meta/slices.py), cached
-per (inode, chunk) until the file changes. Sequential readers get read-ahead: the window of
+per (inode, chunk) until the file changes, with the decoded data of the chunk's inline slices
+(meta/inline.py), which come with the records. Sequential readers get read-ahead: the window of
 blocks fetched ahead grows while reads keep following each other.
 """
 
@@ -10,13 +11,30 @@ from __future__ import annotations
 import bisect
 from collections import OrderedDict
 
-from riverfs.chunk.block import CHUNK_SIZE
+from riverfs.chunk.block import CHUNK_SIZE, BlockCorrupt, block_key, decode_block
 from riverfs.chunk.store import BlockStore
 from riverfs.meta import Meta
 from riverfs.meta.slices import Slice, visible_segments
 
 MAX_VIEWS = 4096
 MAX_WINDOW_BLOCKS = 8
+
+
+class ChunkView:
+    """What a read needs of one chunk: its visible segments (and their start offsets, for
+    bisect) and the decoded data of its inline slices."""
+
+    __slots__ = ("starts", "segments", "inline")
+
+    def __init__(
+        self,
+        starts: list[int],
+        segments: list[Slice],
+        inline: dict[int, bytes | memoryview | BlockCorrupt],
+    ) -> None:
+        self.starts = starts
+        self.segments = segments
+        self.inline = inline
 
 
 class ReadState:
@@ -35,7 +53,7 @@ class FileReader:
     def __init__(self, meta: Meta, blocks: BlockStore) -> None:
         self.meta = meta
         self.blocks = blocks
-        self._views: OrderedDict[tuple[int, int], tuple[list[int], list[Slice]]] = OrderedDict()
+        self._views: OrderedDict[tuple[int, int], ChunkView] = OrderedDict()
         self._chunks_of: dict[int, set[int]] = {}  # inode -> chunk indexes with a cached view
         self._invalidations = 0  # a view loaded across an invalidation is not cached
 
@@ -45,15 +63,17 @@ class FileReader:
         for index in self._chunks_of.pop(inode, ()):
             del self._views[(inode, index)]
 
-    async def _view(self, inode: int, index: int) -> tuple[list[int], list[Slice]]:
+    async def _view(self, inode: int, index: int) -> ChunkView:
         key = (inode, index)
         view = self._views.get(key)
         if view is not None:
             self._views.move_to_end(key)
             return view
         seen = self._invalidations
-        segments = visible_segments(await self.meta.read_chunk(inode, index), CHUNK_SIZE)
-        view = ([seg.pos for seg in segments], segments)
+        slices, stored = await self.meta.read_chunk_data(inode, index)
+        segments = visible_segments(slices, CHUNK_SIZE)
+        inline = self._decode_inline(stored, slices)
+        view = ChunkView([seg.pos for seg in segments], segments, inline)
         if seen == self._invalidations:
             self._views[key] = view
             self._chunks_of.setdefault(inode, set()).add(index)
@@ -65,11 +85,24 @@ class FileReader:
                     del self._chunks_of[old_inode]
         return view
 
-    async def _segment(self, inode: int, offset: int) -> tuple[int, Slice]:
-        """The visible segment holding file offset `offset`, and the chunk index."""
+    def _decode_inline(
+        self, stored: dict[int, bytes], slices: list[Slice]
+    ) -> dict[int, bytes | memoryview | BlockCorrupt]:
+        """Decoded inline blocks; a corrupt one is kept as its error, raised when read."""
+        sizes = {s.id: s.size for s in slices}
+        decoded: dict[int, bytes | memoryview | BlockCorrupt] = {}
+        for sid, raw in stored.items():
+            try:
+                decoded[sid] = decode_block(raw, block_key(sid, 0, sizes[sid]), self.blocks.cipher)
+            except BlockCorrupt as e:
+                decoded[sid] = e
+        return decoded
+
+    async def _segment(self, inode: int, offset: int) -> tuple[int, Slice, ChunkView]:
+        """The visible segment holding file offset `offset`, the chunk index, and its view."""
         index, pos = divmod(offset, CHUNK_SIZE)
-        starts, segments = await self._view(inode, index)
-        return index, segments[bisect.bisect_right(starts, pos) - 1]
+        view = await self._view(inode, index)
+        return index, view.segments[bisect.bisect_right(view.starts, pos) - 1], view
 
     async def read(
         self, inode: int, offset: int, size: int, length: int, state: ReadState | None = None
@@ -89,11 +122,17 @@ class FileReader:
         pos = offset
         bs = self.blocks.block_size
         while pos < end:
-            index, seg = await self._segment(inode, pos)
+            index, seg, view = await self._segment(inode, pos)
             in_chunk = pos - index * CHUNK_SIZE
             n = min(seg.end - in_chunk, end - pos)
             if seg.id == 0:
                 pieces.append(bytes(n))
+            elif seg.id in view.inline:
+                data = view.inline[seg.id]
+                if isinstance(data, BlockCorrupt):
+                    raise data
+                at = seg.offset + (in_chunk - seg.pos)
+                pieces.append(memoryview(data)[at : at + n])
             else:
                 at = seg.offset + (in_chunk - seg.pos)  # offset within the stored slice
                 want = n
@@ -128,10 +167,10 @@ class FileReader:
             return
         pos, stop = end, min(end + state.window * bs, length)
         while pos < stop:
-            index, seg = await self._segment(inode, pos)
+            index, seg, view = await self._segment(inode, pos)
             in_chunk = pos - index * CHUNK_SIZE
             n = min(seg.end - in_chunk, stop - pos)
-            if seg.id:
+            if seg.id and seg.id not in view.inline:
                 at = seg.offset + (in_chunk - seg.pos)
                 for bi in range(at // bs, (at + n - 1) // bs + 1):
                     self.blocks.prefetch(seg.id, bi, min(bs, seg.size - bi * bs))

@@ -80,8 +80,10 @@ async def format_volume(
     capacity: int = 1 << 50,
     force: bool = False,
     passphrase: str | None = None,
+    inline_limit: int = 0,
 ) -> VolumeSettings:
-    """Create a volume; with `passphrase`, an encrypted one (its data, and its disk cache)."""
+    """Create a volume; with `passphrase`, an encrypted one (its data, and its disk cache).
+    `inline_limit`: small slices up to this size are kept in the database (meta/inline.py)."""
     store = open_store(storage_url)
     meta = await open_meta(meta_url, create=True)
     try:
@@ -104,6 +106,7 @@ async def format_volume(
             capacity=capacity,
             created=time.time_ns(),
             encryption=crypto.new_encryption(passphrase)[0] if passphrase is not None else {},
+            inline_limit=inline_limit,
         )
         try:
             next_slice = await _first_free_slice_id(store) if force else 1

@@ -14,7 +14,7 @@ import errno
 import logging
 import time
 
-from riverfs.chunk.block import CHUNK_SIZE
+from riverfs.chunk.block import CHUNK_SIZE, block_key, encode_block
 from riverfs.chunk.budget import BufferBudget
 from riverfs.chunk.store import BlockStore
 from riverfs.errors import FSError
@@ -61,8 +61,10 @@ class FileWriter:
         blocks: BlockStore,
         budget: BufferBudget,
         uploads: asyncio.Semaphore,
+        inline_limit: int = 0,
     ) -> None:
         self.inode = inode
+        self.inline_limit = inline_limit  # slices this small go to the database (meta/inline.py)
         self.meta = meta
         self.blocks = blocks
         self.budget = budget
@@ -172,11 +174,27 @@ class FileWriter:
                 self._committing = []
 
     async def _commit_slices(self, slices: list[SliceBuffer]) -> Attr | None:
+        inline: dict[int, bytes] = {}  # slice id -> stored block, committed with the records
+        held = 0  # budget of the inline slices' buffers, released once committed
         for s in slices:
-            if s.filled:
-                block = s.buf
-                s.buf, s.filled = None, 0
+            if not s.filled:
+                continue
+            block, s.buf, s.filled = s.buf, None, 0
+            if not s.uploaded and s.length <= self.inline_limit:
+                key = block_key(s.id, 0, s.length)
+                inline[s.id] = encode_block(block, self.blocks.compression, self.blocks.cipher, key)
+                held += len(block)
+            else:
                 self._upload(s, block)
+        try:
+            return await self._store_and_commit(slices, inline)
+        finally:
+            if held:
+                self.budget.release(held)
+
+    async def _store_and_commit(
+        self, slices: list[SliceBuffer], inline: dict[int, bytes]
+    ) -> Attr | None:
         results = await asyncio.gather(
             *(t for s in slices for t in s.uploads), return_exceptions=True
         )
@@ -191,10 +209,11 @@ class FileWriter:
             )
             self._failed = None
             raise _upload_error(failures[0])
-        await self.blocks.make_durable()  # write-back: staged blocks before their commit
+        if len(inline) < len(slices):
+            await self.blocks.make_durable()  # write-back: staged blocks before their commit
         records = [(s.index, Slice(s.pos, s.id, s.length, 0, s.length)) for s in slices]
         length = max(s.file_end for s in slices)
-        return await self.meta.write_slices(self.inode, records, length, self.mtime)
+        return await self.meta.write_slices(self.inode, records, length, self.mtime, inline)
 
 
 def _upload_error(cause: BaseException) -> FSError:
