@@ -8,23 +8,28 @@ import subprocess
 import sys
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from riverfs.chunk.block import (
     HEADER,
+    PAGE_SIZE,
+    SEALED,
     BlockCorrupt,
     block_key,
     block_lengths,
     decode_block,
-    decode_range,
+    decode_page,
     encode_block,
-    page_span,
+    head_size,
     payload_offset,
+    read_layout,
     slice_keys,
 )
 
 KEY = "chunks/0/0/42_0_4096"
 COMPRESSIBLE = b"riverfs " * 4096
 ALGOS = ["none", "zstd", "lz4"]
+CIPHER = AESGCM(bytes(range(32)))
 
 
 def flags_of(raw: bytes) -> int:
@@ -74,17 +79,21 @@ def test_flipped_payload_byte_raises_block_corrupt_naming_the_key(compression):
         decode_block(bytes(raw), KEY)
 
 
+@pytest.mark.parametrize("cipher", [None, CIPHER], ids=["clear", "encrypted"])
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("compression", ALGOS)
-def test_no_single_bit_flip_anywhere_returns_wrong_data_or_other_errors(compression):
+def test_no_single_bit_flip_anywhere_returns_wrong_data_or_other_errors(
+    compression, version, cipher
+):
     data = (b"abcdefgh" * 40) + bytes(range(256))
-    raw = encode_block(data, compression)
+    raw = encode_block(data, compression, cipher, KEY, version=version)
     problems = []
     for i in range(len(raw)):
         for bit in range(8):
             bad = bytearray(raw)
             bad[i] ^= 1 << bit
             try:
-                out = decode_block(bytes(bad), KEY)
+                out = decode_block(bytes(bad), KEY, cipher)
             except BlockCorrupt as e:
                 if KEY not in str(e):
                     problems.append(f"byte {i} bit {bit}: message without key: {e}")
@@ -111,9 +120,10 @@ def test_block_shorter_than_header_raises_block_corrupt(cut):
         decode_block(raw[:cut], KEY)
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("compression", ALGOS)
-def test_truncated_payload_raises_block_corrupt(compression):
-    raw = encode_block(COMPRESSIBLE, compression)
+def test_truncated_payload_raises_block_corrupt(compression, version):
+    raw = encode_block(COMPRESSIBLE, compression, version=version)
     with pytest.raises(BlockCorrupt, match=KEY):
         decode_block(raw[:-1], KEY)
     with pytest.raises(BlockCorrupt, match=KEY):
@@ -214,34 +224,185 @@ def test_encode_and_decode_are_safe_from_several_threads(compression):
     assert proc.returncode == 0, f"exit {proc.returncode}{crashed}: {proc.stdout[-500:]}"
 
 
-def _range(raw: bytes, length: int, start: int, end: int) -> bytes:
-    _, lo, hi = page_span(length, start, end)
-    return decode_range(raw[: payload_offset(length)], raw[lo:hi], KEY, length, start, end)
+# ---- format version 2: pages compressed and encrypted each on its own ----------------------
+
+LENGTHS = [0, 1, PAGE_SIZE - 1, PAGE_SIZE, PAGE_SIZE + 1, 4 << 20]
+CODECS = [(c, None) for c in ALGOS] + [(c, CIPHER) for c in ALGOS]
+CODEC_IDS = [f"{c}{'+aes' if k else ''}" for c, k in CODECS]
 
 
-def test_any_byte_range_of_an_uncompressed_block_reads_from_its_pages_alone():
-    data = os.urandom((1 << 20) + 12345)
-    raw = encode_block(data, "none")
-    for start, end in [
-        (0, 1),
-        (0, 4096),
-        (65535, 65537),
-        (70000, 300000),
-        (len(data) - 5, len(data)),
-    ]:
-        assert _range(raw, len(data), start, end) == data[start:end]
+def mixed(n: int) -> bytes:
+    """`n` bytes whose pages alternate: compressible, incompressible, zeros."""
+    kinds = [(COMPRESSIBLE * 2)[:PAGE_SIZE], os.urandom(PAGE_SIZE), bytes(PAGE_SIZE)]
+    return b"".join(kinds[i % 3] for i in range(-(-n // PAGE_SIZE)))[:n]
 
 
-def test_a_flipped_byte_in_a_fetched_page_raises_block_corrupt():
-    data = os.urandom(300_000)
-    raw = bytearray(encode_block(data, "none"))
-    raw[payload_offset(len(data)) + 70_000] ^= 1  # in page 1
-    with pytest.raises(BlockCorrupt, match="page 1"):
-        _range(bytes(raw), len(data), 69_000, 71_000)
-    assert _range(bytes(raw), len(data), 0, 1000) == data[:1000]  # page 0 is intact
+def page_of(raw, layout, index: int):
+    lo, hi = layout.span(range(index, index + 1))
+    return raw[lo:hi]
 
 
-def test_a_range_of_a_block_whose_header_lies_about_its_length_raises_block_corrupt():
-    raw = encode_block(os.urandom(5000), "none")
-    with pytest.raises(BlockCorrupt, match=KEY):
-        decode_range(raw[:100], raw[100:200], KEY, 6000, 0, 100)
+@pytest.mark.parametrize(("compression", "cipher"), CODECS, ids=CODEC_IDS)
+@pytest.mark.parametrize("length", LENGTHS)
+def test_v2_blocks_round_trip_whole_and_page_by_page(compression, cipher, length):
+    data = mixed(length)
+    raw = encode_block(data, compression, cipher, KEY)
+    assert HEADER.unpack_from(raw)[1] == 2
+    assert bytes(decode_block(raw, KEY, cipher)) == data
+    layout = read_layout(raw[: head_size(length)], KEY, length)  # the head alone is enough
+    assert layout.paged and layout.size == len(raw)
+    assert layout.page_count == -(-length // PAGE_SIZE)
+    for i in range(layout.page_count):
+        page = decode_page(layout, i, page_of(raw, layout, i), cipher)
+        assert bytes(page) == data[i * PAGE_SIZE : (i + 1) * PAGE_SIZE]
+
+
+@pytest.mark.parametrize("cipher", [None, CIPHER], ids=["clear", "encrypted"])
+@pytest.mark.parametrize("compression", ["zstd", "lz4"])
+def test_each_page_is_compressed_alone_and_incompressible_pages_are_stored_raw(compression, cipher):
+    data = mixed(3 * PAGE_SIZE)  # compressible, random, zeros
+    raw = encode_block(data, compression, cipher, KEY)
+    layout = read_layout(raw, KEY)
+    sizes = [hi - lo for lo, hi in zip(layout.bounds, layout.bounds[1:], strict=False)]
+    extra = SEALED if cipher else 0
+    assert sizes[0] < PAGE_SIZE // 4 + extra
+    assert sizes[1] == PAGE_SIZE + extra  # raw: its stored length says so
+    assert sizes[2] < 1000 + extra
+
+
+def test_a_plain_v2_block_is_laid_out_as_v1_and_decodes_as_a_view():
+    data = os.urandom(PAGE_SIZE * 3 + 5)
+    raw = encode_block(data)
+    old = encode_block(data, version=1)
+    assert len(raw) == payload_offset(len(data)) + len(data)  # what fsck expects of plain
+    assert raw[HEADER.size :] == old[HEADER.size :]  # same table, same payload
+    assert HEADER.unpack_from(raw)[2:7] == HEADER.unpack_from(old)[2:7]  # only the version
+    for blob in (raw, old):
+        out = decode_block(blob, KEY)
+        assert isinstance(out, memoryview) and out.obj is blob and out == data
+    # Incompressible data on a compressed volume is stored the same way.
+    assert encode_block(data, "zstd") == raw
+
+
+@pytest.mark.parametrize(("compression", "cipher"), CODECS, ids=CODEC_IDS)
+def test_v1_blocks_still_decode(compression, cipher):
+    for data in (COMPRESSIBLE, os.urandom(70_000), b""):
+        raw = encode_block(data, compression, cipher, KEY, version=1)
+        assert HEADER.unpack_from(raw)[1] == 1
+        assert bytes(decode_block(raw, KEY, cipher)) == data
+        layout = read_layout(raw, KEY, len(data))
+        # Only plain v1 blocks read by page; the others decode whole.
+        assert layout.paged == (layout.plain and HEADER.unpack_from(raw)[2] == 0)
+
+
+@pytest.mark.parametrize(("compression", "cipher"), CODECS, ids=CODEC_IDS)
+def test_a_flipped_byte_in_page_k_fails_page_k_alone(compression, cipher):
+    length = 5 * PAGE_SIZE + 100
+    data = mixed(length)
+    for k in (0, 2, 5):
+        raw = bytearray(encode_block(data, compression, cipher, KEY))
+        layout = read_layout(raw, KEY)
+        lo, hi = layout.span(range(k, k + 1))
+        raw[(lo + hi) // 2] ^= 0x10
+        with pytest.raises(BlockCorrupt, match=f"{KEY}.*page.* {k}") as exc:
+            decode_block(bytes(raw), KEY, cipher)
+        assert exc.value.pages == (k,)
+        for i in range(layout.page_count):
+            stored = page_of(bytes(raw), layout, i)
+            if i == k:
+                with pytest.raises(BlockCorrupt, match=f"page {k}") as exc:
+                    decode_page(layout, i, stored, cipher)
+                assert exc.value.pages == (k,)
+            else:
+                want = data[i * PAGE_SIZE : (i + 1) * PAGE_SIZE]
+                assert bytes(decode_page(layout, i, stored, cipher)) == want
+
+
+@pytest.mark.parametrize("compression", ALGOS)
+def test_a_flipped_byte_in_the_page_table_fails_the_whole_block(compression):
+    raw = bytearray(encode_block(mixed(3 * PAGE_SIZE), compression, CIPHER, KEY))
+    raw[HEADER.size + 5] ^= 1
+    with pytest.raises(BlockCorrupt, match="header") as exc:
+        decode_block(bytes(raw), KEY, CIPHER)
+    assert exc.value.pages == ()
+
+
+def _rewrite(raw: bytes, lengths: list[int], pages: list[bytes], **fields) -> bytes:
+    """A block with another page table and pages, and a header with a valid crc (what an
+    attacker can forge: only the AES-GCM tags stand in the way)."""
+    import zlib
+
+    magic, version, flags, shift, reserved, plain, _, _ = HEADER.unpack_from(raw)
+    plain = fields.get("plain", plain)
+    flags = fields.get("flags", flags)
+    table = struct.pack(f"<{len(lengths)}I", *lengths)
+    head = (magic, version, flags, shift, reserved, plain, sum(lengths))
+    crc = zlib.crc32(table, zlib.crc32(HEADER.pack(*head, 0)))
+    return HEADER.pack(*head, crc) + table + b"".join(pages)
+
+
+def _split(raw: bytes):
+    layout = read_layout(raw, KEY)
+    pages = [page_of(raw, layout, i) for i in range(layout.page_count)]
+    return layout, [len(p) for p in pages], pages
+
+
+@pytest.mark.parametrize("compression", ALGOS)
+def test_encrypted_pages_cannot_be_swapped_moved_dropped_or_relabelled(compression):
+    data = os.urandom(3 * PAGE_SIZE)
+    raw = bytes(encode_block(data, compression, CIPHER, KEY))
+    _, lengths, pages = _split(raw)
+    assert len(set(lengths)) == 1  # all raw: same length, so a swap fits the table
+
+    swapped = _rewrite(raw, lengths, [pages[1], pages[0], pages[2]])
+    with pytest.raises(BlockCorrupt, match="authentication failed") as exc:
+        decode_block(swapped, KEY, CIPHER)
+    assert exc.value.pages == (0, 1)
+
+    other_key = "chunks/0/0/43_0_196608"
+    other = bytes(encode_block(os.urandom(3 * PAGE_SIZE), compression, CIPHER, other_key))
+    _, _, theirs = _split(other)
+    planted = _rewrite(raw, lengths, [pages[0], theirs[1], pages[2]])
+    with pytest.raises(BlockCorrupt) as exc:
+        decode_block(planted, KEY, CIPHER)
+    assert exc.value.pages == (1,)
+    with pytest.raises(BlockCorrupt):  # a whole block moved to another key
+        decode_block(raw, other_key, CIPHER)
+
+    dropped = _rewrite(raw, lengths[:2], pages[:2], plain=2 * PAGE_SIZE)
+    with pytest.raises(BlockCorrupt):
+        decode_block(dropped, KEY, CIPHER)
+
+    relabelled = _rewrite(raw, lengths, pages, flags=HEADER.unpack_from(raw)[2] ^ 0x01)
+    with pytest.raises(BlockCorrupt):
+        decode_block(relabelled, KEY, CIPHER)
+
+
+@pytest.mark.parametrize(("compression", "cipher"), CODECS, ids=CODEC_IDS)
+def test_a_truncated_v2_block_fails_the_pages_it_cut(compression, cipher):
+    data = mixed(3 * PAGE_SIZE)
+    raw = encode_block(data, compression, cipher, KEY)
+    layout = read_layout(raw, KEY)
+    for cut in (1, layout.size - layout.bounds[2]):
+        with pytest.raises(BlockCorrupt, match=f"{KEY}.*truncated") as exc:
+            decode_block(raw[:-cut], KEY, cipher)
+        assert exc.value.pages == (2,)
+    with pytest.raises(BlockCorrupt) as exc:
+        decode_block(raw[: layout.bounds[0] - 1], KEY, cipher)  # into the page table
+    assert exc.value.pages == ()
+    with pytest.raises(BlockCorrupt, match="longer"):
+        decode_block(bytes(raw) + b"x", KEY, cipher)
+
+
+def test_an_encrypted_block_on_a_clear_volume_and_the_reverse_are_refused():
+    for version in (1, 2):
+        sealed = encode_block(b"secret" * 20000, "zstd", CIPHER, KEY, version=version)
+        with pytest.raises(BlockCorrupt, match="is encrypted"):
+            decode_block(sealed, KEY)
+        planted = encode_block(b"planted" * 20000, "zstd", version=version)
+        with pytest.raises(BlockCorrupt, match="not encrypted"):
+            decode_block(planted, KEY, CIPHER)
+        layout = read_layout(planted, KEY)
+        if layout.paged:
+            with pytest.raises(BlockCorrupt, match="not encrypted"):
+                decode_page(layout, 0, page_of(planted, layout, 0), CIPHER)

@@ -2,9 +2,10 @@
 
 Blocks are cached exactly as stored (header and checksum included), so every read from the
 cache is verified like a read from the store, and an encrypted volume's cache is encrypted for
-free. A file's name is the object key with '/' flattened, under `<dir>/blocks/`; for an
-encrypted volume it is a keyed hash of the object key (`name_of`), so the cache reveals
-neither paths nor object keys.
+free. A random reader reads just the pages it needs of a cached block (`get_range`). A file's
+name is the object key with '/' flattened, under `<dir>/blocks/`; for an encrypted volume it
+is a keyed hash of the object key (`name_of`), so the cache reveals neither paths nor object
+keys.
 
 Limits: `capacity` bytes, and at least `min_free` (a ratio) of the disk left free. Eviction is
 least-recently-used; the index is rebuilt from the directory at start-up. All file I/O runs in
@@ -74,6 +75,26 @@ class DiskCache:
                 self._forget(name)
             return None
         return data
+
+    def get_range(self, key: str, start: int, end: int) -> bytes | None:
+        """Bytes [start, end) of the cached block (fewer if it ends before `end`), or None
+        (blocking: run it in a thread). Reads only those bytes. The caller verifies them,
+        as it verifies a whole block, and discards the block if they are bad."""
+        name = self._name(key)
+        with self._lock:
+            if name not in self._index:
+                return None
+            self._index.move_to_end(name)
+        try:
+            fd = os.open(self.dir / name, os.O_RDONLY)
+        except FileNotFoundError:
+            with self._lock:
+                self._forget(name)
+            return None
+        try:
+            return os.pread(fd, max(end - start, 0), start)
+        finally:
+            os.close(fd)
 
     def put(self, key: str, data: bytes) -> None:
         """Cache a block (blocking: run it in a thread). Never raises: a cache is optional."""

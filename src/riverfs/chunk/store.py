@@ -3,7 +3,15 @@
 Loads are deduplicated (one fetch per block however many readers want it), verified (a bad
 block raises BlockCorrupt naming the object, never returns wrong bytes), and kept in a bounded
 in-memory LRU of decoded blocks so the many small reads FUSE sends for one block decode it once.
-CPU work (checksums, compression) and cache file I/O run in a small thread pool.
+
+Random readers (`load_range`) read by page instead: the header and page table of the block
+(kept in a bounded LRU of layouts) say which stored bytes hold the range; only those are read,
+from the disk cache file (pread) or the store (range get), verified and decoded page by page,
+and the decoded pages are kept in their own bounded LRU (by bytes, beside the block LRU: a
+random reader evicts pages, not the blocks sequential readers stream through). A page that
+fails verification fails only the reads that touch it (`load_span`, `load_range`).
+
+CPU work (checksums, compression, encryption) and cache file I/O run in a small thread pool.
 """
 
 from __future__ import annotations
@@ -17,23 +25,31 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from riverfs.chunk.block import (
+    PAGE_SHIFT,
+    PAGE_SIZE,
     BlockCorrupt,
+    Layout,
     block_key,
     block_lengths,
     decode_block,
-    decode_range,
+    decode_page,
     encode_block,
-    page_span,
+    head_size,
+    pages_corrupt,
     payload_offset,
+    read_layout,
     slice_keys,
 )
 from riverfs.chunk.cache import DiskCache
 from riverfs.chunk.staging import Staging
-from riverfs.objects import ObjectNotFound, ObjectStore, StoreError
+from riverfs.objects import InvalidRange, ObjectNotFound, ObjectStore, StoreError
 
 log = logging.getLogger(__name__)
 
 INLINE_CODEC_BYTES = 64 << 10
+INLINE_PAGES = 2  # pages decoded in the event loop; more go to the pool
+MAX_LAYOUTS = 2048  # block headers and page tables remembered (~1 KiB each)
+MAX_DAMAGED = 1024  # blocks remembered as having a bad page
 
 
 class BlockStore:
@@ -44,6 +60,7 @@ class BlockStore:
         compression: str,
         cache: DiskCache | None,
         memory_limit: int = 64 << 20,
+        page_memory_limit: int | None = None,
         max_prefetch: int = 8,
         workers: int = 4,
         cipher: AESGCM | None = None,
@@ -61,6 +78,13 @@ class BlockStore:
         self._mem: OrderedDict[str, bytes | memoryview] = OrderedDict()
         self._mem_used = 0
         self._mem_limit = memory_limit
+        # Decoded pages of random reads: (key, page index) -> bytes, LRU first.
+        self._pages: OrderedDict[tuple[str, int], bytes | memoryview] = OrderedDict()
+        self._pages_used = 0
+        self._pages_limit = memory_limit // 4 if page_memory_limit is None else page_memory_limit
+        self._layouts: OrderedDict[str, Layout] = OrderedDict()
+        # Blocks whose whole load failed on a bad page: `load_span` reads them by page.
+        self._damaged: OrderedDict[str, None] = OrderedDict()
         self._inflight: dict[str, asyncio.Task[bytes | memoryview]] = {}
         self._prefetching: set[asyncio.Task] = set()
         self._max_prefetch = max_prefetch
@@ -77,8 +101,14 @@ class BlockStore:
     # ---- reading --------------------------------------------------------------------------
 
     async def load(self, slice_id: int, index: int, length: int) -> bytes | memoryview:
-        """The plaintext of block `index` (of `length` bytes) of slice `slice_id`."""
-        key = block_key(slice_id, index, length)
+        """The plaintext of block `index` (of `length` bytes) of slice `slice_id`.
+
+        BlockCorrupt if any of it is bad; its `pages` then name the bad pages, and the
+        others can still be read with `load_span` or `load_range`.
+        """
+        return await self._load(block_key(slice_id, index, length))
+
+    async def _load(self, key: str) -> bytes | memoryview:
         data = self._mem.get(key)
         if data is not None:
             self._mem.move_to_end(key)
@@ -92,32 +122,219 @@ class BlockStore:
             fetch.add_done_callback(lambda _: self._inflight.pop(key, None))
         return await asyncio.shield(fetch)
 
+    async def load_span(
+        self, slice_id: int, index: int, length: int, start: int, end: int
+    ) -> bytes | memoryview:
+        """Bytes [start, end) of a block, for a sequential reader: the block is loaded whole
+        and kept (as `load`), but if it has a bad page, the range is read by page instead, so
+        only a range touching a bad page fails."""
+        key = block_key(slice_id, index, length)
+        if key not in self._damaged:
+            try:
+                block = await self._load(key)
+            except BlockCorrupt as e:
+                if not e.pages:
+                    raise
+                self._note_damaged(key)
+            else:
+                return block if start == 0 and end == len(block) else memoryview(block)[start:end]
+        return await self._read_pages(key, length, start, end)
+
     async def load_range(
         self, slice_id: int, index: int, length: int, start: int, end: int
-    ) -> bytes:
+    ) -> bytes | memoryview:
         """Bytes [start, end) of a block, for a random reader.
 
-        A block at hand (memory, disk cache, being fetched) is used whole; otherwise, when the
-        block is stored uncompressed and the range is small, only the pages holding the range
-        are fetched and verified, and nothing is cached: random readers would only evict
-        what sequential readers need.
+        A block at hand (decoded in memory, or being fetched) is used whole; a range of more
+        than a quarter of the block loads it whole (`load_span`). Otherwise only the pages
+        holding the range are read (disk cache or store), verified and decoded, and kept in
+        the page LRU; blocks of format version 1 that are compressed or encrypted decode only
+        whole and are loaded whole.
         """
         key = block_key(slice_id, index, length)
-        at_hand = key in self._mem or key in self._inflight
-        cached = self.cache is not None and self.cache.has(key)
-        whole = self.compression != "none" or self.cipher is not None  # no page access
-        if at_hand or cached or whole or end - start > length // 4:
-            return (await self.load(slice_id, index, length))[start:end]
-        _, lo, hi = page_span(length, start, end)
+        block = self._mem.get(key)
+        if block is not None:
+            self._mem.move_to_end(key)
+            return memoryview(block)[start:end]
+        fetch = self._inflight.get(key)
+        if fetch is not None:
+            try:
+                return memoryview(await asyncio.shield(fetch))[start:end]
+            except BlockCorrupt as e:
+                if not e.pages:
+                    raise
+                self._note_damaged(key)
+        if end - start > length // 4:
+            return await self.load_span(slice_id, index, length, start, end)
+        return await self._read_pages(key, length, start, end)
+
+    def _note_damaged(self, key: str) -> None:
+        self._damaged[key] = None
+        self._damaged.move_to_end(key)
+        if len(self._damaged) > MAX_DAMAGED:
+            self._damaged.popitem(last=False)
+
+    # ---- reading by page --------------------------------------------------------------------
+
+    async def _read_pages(self, key: str, length: int, start: int, end: int) -> bytes | memoryview:
+        wanted = range(start >> PAGE_SHIFT, ((end - 1) >> PAGE_SHIFT) + 1)
+        found: dict[int, bytes | memoryview] = {}
+        for i in wanted:
+            page = self._pages.get((key, i))
+            if page is not None:
+                self._pages.move_to_end((key, i))
+                found[i] = page
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            decoded = await self._fetch_pages(key, length, range(missing[0], missing[-1] + 1))
+            if decoded is None:  # decodes only whole (version 1, compressed or encrypted)
+                return memoryview(await self._load(key))[start:end]
+            found.update(decoded)
+        first = wanted.start
+        if len(wanted) == 1:
+            offset = start - (first << PAGE_SHIFT)
+            return memoryview(found[first])[offset : offset + end - start]
+        joined = b"".join(found[i] for i in wanted)
+        offset = start - (first << PAGE_SHIFT)
+        return memoryview(joined)[offset : offset + end - start]
+
+    async def _fetch_pages(
+        self, key: str, length: int, wanted: range
+    ) -> dict[int, bytes | memoryview] | None:
+        """Read, verify, decode and remember pages `wanted` of a block; None if the block
+        decodes only whole or the store cannot serve a range (the whole load says why)."""
+        layout = self._layouts.get(key)
+        if layout is not None:
+            self._layouts.move_to_end(key)
+        if self.cache is not None and self.cache.has(key):
+            try:
+                got = await self._run(self._read_cached, key, length, layout, wanted)
+                if got is not None:
+                    layout, data = got
+                    self._remember_layout(key, layout)
+                    return None if data is None else await self._decode_pages(layout, wanted, data)
+            except BlockCorrupt as e:
+                log.warning("dropping corrupt cached block: %s", e)
+                await self._run(self.cache.discard, key)
+        if layout is not None and not layout.paged:
+            return None
         try:
-            head, pages = await asyncio.gather(
-                self.store.get_range(key, 0, payload_offset(length)),
-                self.store.get_range(key, lo, hi),
-            )
-        except StoreError as e:  # missing, truncated, ...: let the full load say what is wrong
+            if layout is None:
+                layout, data = await self._fetch_layout_and_pages(key, length, wanted)
+            else:
+                data = await self.store.get_range(key, *layout.span(wanted))
+        except BlockCorrupt as e:
+            if not e.pages:
+                raise
+            self._note_damaged(key)
+            raise
+        except InvalidRange:  # the object ends before these pages: truncated
+            self._note_damaged(key)
+            raise BlockCorrupt(
+                f"{key}: truncated before page {wanted.start}", tuple(wanted)
+            ) from None
+        except StoreError as e:  # missing, ...: let the whole load say what is wrong
             log.debug("range read of %s failed (%s); loading the whole block", key, e)
-            return (await self.load(slice_id, index, length))[start:end]
-        return decode_range(head, pages, key, length, start, end)
+            return None
+        self._remember_layout(key, layout)
+        if not layout.paged:
+            return None
+        try:
+            return await self._decode_pages(layout, wanted, data)
+        except BlockCorrupt:
+            self._note_damaged(key)
+            raise
+
+    def _read_cached(
+        self, key: str, length: int, layout: Layout | None, wanted: range
+    ) -> tuple[Layout, bytes | None] | None:
+        """(layout, the stored bytes of `wanted`) from the disk cache, None if it is not
+        there (blocking: runs in the pool); no bytes for a block that decodes only whole."""
+        if layout is None:
+            head = self.cache.get_range(key, 0, head_size(length))
+            if head is None:
+                return None
+            layout = read_layout(head, key, length)
+        if not layout.paged:
+            return layout, None
+        data = self.cache.get_range(key, *layout.span(wanted))
+        return None if data is None else (layout, data)
+
+    async def _fetch_layout_and_pages(
+        self, key: str, length: int, wanted: range
+    ) -> tuple[Layout, bytes | None]:
+        """A block's layout and the stored bytes of `wanted`, from the store. On a plain
+        volume the pages' place is known without the header: both are fetched at once."""
+        if self.compression == "none" and self.cipher is None:
+            base = payload_offset(length)
+            lo = base + (wanted.start << PAGE_SHIFT)
+            hi = base + min(wanted.stop << PAGE_SHIFT, length)
+            head, data = await asyncio.gather(
+                self.store.get_range(key, 0, head_size(length)),
+                self.store.get_range(key, lo, hi),
+                return_exceptions=True,
+            )
+            if isinstance(head, BaseException):
+                raise head
+            layout = read_layout(head, key, length)
+            if not layout.paged:
+                return layout, None
+            if layout.span(wanted) == (lo, hi):
+                if isinstance(data, BaseException):
+                    raise data
+                return layout, data
+        else:
+            layout = read_layout(await self.store.get_range(key, 0, head_size(length)), key, length)
+        if not layout.paged:
+            return layout, None
+        return layout, await self.store.get_range(key, *layout.span(wanted))
+
+    async def _decode_pages(
+        self, layout: Layout, wanted: range, data: bytes
+    ) -> dict[int, bytes | memoryview]:
+        """Verify and decode the stored bytes of `wanted` (short if the object is); remember
+        the good pages; BlockCorrupt naming the bad ones."""
+        if len(wanted) <= INLINE_PAGES:
+            good, bad = self._decode_some(layout, wanted, data)
+        else:
+            good, bad = await self._run(self._decode_some, layout, wanted, data)
+        for i, page in good.items():
+            self._remember_page(layout.key, i, page)
+        if bad:
+            raise pages_corrupt(layout.key, bad)
+        return good
+
+    def _decode_some(
+        self, layout: Layout, wanted: range, data: bytes
+    ) -> tuple[dict[int, bytes | memoryview], list[BlockCorrupt]]:
+        view = memoryview(data)
+        base = layout.bounds[wanted.start]
+        good: dict[int, bytes | memoryview] = {}
+        bad: list[BlockCorrupt] = []
+        for i in wanted:
+            lo, hi = layout.bounds[i] - base, layout.bounds[i + 1] - base
+            try:
+                good[i] = decode_page(layout, i, view[lo:hi], self.cipher)
+            except BlockCorrupt as e:
+                bad.append(e)
+        return good, bad
+
+    def _remember_layout(self, key: str, layout: Layout) -> None:
+        self._layouts[key] = layout
+        self._layouts.move_to_end(key)
+        if len(self._layouts) > MAX_LAYOUTS:
+            self._layouts.popitem(last=False)
+
+    def _remember_page(self, key: str, index: int, page: bytes | memoryview) -> None:
+        if (key, index) in self._pages or len(page) > self._pages_limit:
+            return
+        self._pages[(key, index)] = page
+        self._pages_used += len(page)
+        while self._pages_used > self._pages_limit:
+            _, old = self._pages.popitem(last=False)
+            self._pages_used -= len(old)
+
+    # ---- reading whole blocks -------------------------------------------------------------
 
     async def _fetch_and_remember(self, key: str) -> bytes | memoryview:
         data = await self._fetch(key)
@@ -211,10 +428,17 @@ class BlockStore:
             for key in keys:
                 self.staging.discard(key)
         await self.store.delete_many(keys)
+        pages = -(-self.block_size // PAGE_SIZE)
         for key in keys:
             old = self._mem.pop(key, None)
             if old is not None:
                 self._mem_used -= len(old)
+            for i in range(pages):
+                page = self._pages.pop((key, i), None)
+                if page is not None:
+                    self._pages_used -= len(page)
+            self._layouts.pop(key, None)
+            self._damaged.pop(key, None)
         if self.cache is not None:
             for key in keys:
                 await self._run(self.cache.discard, key)
