@@ -1,35 +1,46 @@
-"""Benchmark riverfs against tmpfs and two minimal in-memory filesystems: memfs (riverfs's
-own FUSE layer, riverfs.fuse.session) and memfs_pyfuse3 (the same filesystem on pyfuse3).
+"""Benchmark riverfs against its peers and ceilings, in one run, with the figures and ratios
+that the targets of issue 10 name (and issue 9's memfs / memfs_pyfuse3 ratios).
 
-In one run, on each filesystem:
-  - sequential write of one file (1 MiB writes, then fsync; the time includes fsync and close)
-  - sequential read, cold: the kernel page cache dropped (riverfs: also unmounted, its disk
-    cache emptied and mounted again), then warm: the same file read again
+The filesystems (benchmarks/fs_targets.py): riverfs (a fresh volume), riverfs-enc (encrypted
++ zstd), riverfs-wb (mounted --writeback), rclone (`rclone mount` of a local directory, full
+VFS cache; when rclone is installed), tmpfs, disk (a directory on the --tmp disk), memfs
+(benchmarks/memfs.py: the Python FUSE ceiling, on riverfs.fuse) and memfs_pyfuse3 (the same
+filesystem on pyfuse3). On each:
+  - sequential write of one file (1 MiB writes, then fsync; the time includes fsync and close;
+    riverfs-wb: the burst, done when its blocks are staged durably)
+  - sequential read, cold: every cache emptied (riverfs and rclone: unmounted, their cache
+    directories emptied, mounted again; rclone once its uploads have reached its directory;
+    the kernel page cache dropped), then warm: the same file read again
   - 4 KiB random reads (os.pread at 4 KiB-aligned random offsets, kernel page cache dropped
-    first; riverfs keeps its own caches)
-  - create (write 1 KiB, close), stat, unlink of many small files; stat runs after the
-    1 s entry/attr timeout has expired, so the kernel asks the filesystem for every file
-and prints a table with riverfs's ratio to memfs, the Python FUSE ceiling on this machine,
-and memfs's ratio to memfs_pyfuse3 (what the new FUSE layer gained over pyfuse3, against the
-targets of issue 9). With --rss, it also samples the riverfs daemon's peak RSS while writing
-and reading a 4 GiB file. Run as root (it mounts tmpfs and drops the kernel caches):
+    first; riverfs and rclone keep their own caches)
+  - create (write 1 KiB, close) of many files in one directory; then, cold (remounted as
+    above; memfs, which cannot be remounted: after its 1 s entry/attr timeout), stat of each;
+    again cold, `ls -l` (scandir + lstat of each entry); then unlink of each
+and, once per filesystem named by --rewrite-on (default riverfs), a random-rewrite run on one
+8 MiB file (fsx if it is on PATH, else a Python workload of the same shape), with operations/s
+by tenth of the run and the store's size against the file's live bytes. With --rss, it also
+samples the riverfs daemon's peak RSS while writing and reading a --rss-size file. The report
+ends with issue 10's targets, each measured and met or not. Run as root (it mounts tmpfs and
+drops the kernel caches):
 
     .venv/bin/python benchmarks/fs_bench.py [--size 1G] [--files 10000] [--only riverfs,memfs]
 
 pyfuse3 is no dependency of riverfs: for memfs_pyfuse3 this script creates a venv of its own,
 benchmarks/.venv-pyfuse3, and installs pyfuse3 and trio there with pip (once; building
-pyfuse3 needs libfuse3-dev, pkg-config and gcc: `make bench` installs them).
+pyfuse3 needs libfuse3-dev, pkg-config and gcc: `make bench` installs them, and rclone).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime
 import json
 import os
 import platform
 import random
+import re
 import shlex
 import shutil
 import signal
@@ -39,27 +50,32 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from fs_targets import (
+    TARGETS,
+    MiB,
+    Riverfs,
+    Target,
+    drop_kernel_caches,
+    log,
+    make_target,
+    mounts_under,
+    run,
+)
 
-HERE = Path(__file__).resolve().parent
-MiB = 1 << 20
 IO_SIZE = MiB
 POOL_SIZE = 64 * MiB  # random data, repeated only every 64 MiB (beyond any block size)
 SMALL_FILE = 1024
-TIMEOUT = 1.0  # attr/entry timeout of riverfs (default) and memfs
-TARGETS = ("riverfs", "riverfs-enc", "tmpfs", "memfs", "memfs_pyfuse3")
-DEFAULT_TARGETS = "riverfs,tmpfs,memfs,memfs_pyfuse3"
-PYFUSE3_VENV = HERE / ".venv-pyfuse3"
-PYFUSE3_PACKAGES = ["pyfuse3>=3.4", "trio"]  # pyfuse3 imports trio even in asyncio mode
 # issue 9: memfs (riverfs.fuse) / memfs_pyfuse3, at least
 NEW_LAYER_TARGETS = {"create": 2.5, "unlink": 2.5, "stat": 2.0, "write": 1.5, "read_cold": 1.5}
-ENCRYPTED_FORMAT = ["--encrypt", "--compress", "zstd"]  # riverfs-enc: zstd + AES-256-GCM
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+REWRITE_FILE = 8 * MiB  # the random-rewrite file's largest size (fsx -l)
+REWRITE_OP = MiB  # its largest operation (fsx -o)
+REWRITE_FSYNC_EVERY = 100  # operations between two fsyncs (the Python workload)
+COMPACTION_WAIT = 60.0  # seconds the store is watched after the rewrite run
+COMPACTION_SAMPLE = 5.0  # seconds between two samples of its size
 
 
 def parse_size(text: str) -> int:
@@ -96,68 +112,7 @@ def human(n: int) -> str:
     return f"{n} B"
 
 
-# ---------------------------------------------------------------- system helpers
-
-
-def real(path: Path) -> str:
-    """The real path of `path` without touching `path` itself: realpath() would lstat it,
-    and a mountpoint whose daemon does not answer hangs whoever stats it."""
-    return os.path.join(os.path.realpath(path.parent), path.name)
-
-
-def is_mounted(path: Path) -> bool:
-    target = real(path)
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == target for line in f)
-
-
-def answers(path: Path, timeout: float = 10) -> bool:
-    """Whether the filesystem mounted at `path` answers a stat within `timeout` seconds
-    (asked from a child process, which is killed if it hangs)."""
-    try:
-        return run(["stat", "-t", str(path)], timeout=timeout).returncode == 0
-    except subprocess.TimeoutExpired:
-        return False
-
-
-def mounts_under(root: Path) -> list[str]:
-    prefix = real(root) + "/"
-    with open("/proc/self/mountinfo") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
-
-
-_drop_warned = False
-
-
-def drop_kernel_caches() -> None:
-    global _drop_warned
-    os.sync()
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-    except OSError as e:
-        if not _drop_warned:
-            log(f"warning: cannot drop the kernel caches ({e}); 'cold' reads may be warm")
-            _drop_warned = True
-
-
-def wait_for(cond: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def run(cmd: list[str], timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
-
-
-def force_unmount(path: Path) -> None:
-    if is_mounted(path):
-        run(["fusermount3", "-uz", str(path)])
-    if is_mounted(path):
-        run(["umount", "-l", str(path)])
+# ---------------------------------------------------------------- measuring
 
 
 class RssSampler:
@@ -193,266 +148,6 @@ class RssSampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-
-
-# ---------------------------------------------------------------- filesystems under test
-
-
-class Target:
-    """A filesystem under test: mounted by `__enter__`, always unmounted by `__exit__`."""
-
-    name = ""
-
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        self.mnt = workdir / "mnt"
-
-    def __enter__(self) -> Target:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.mnt.mkdir(exist_ok=True)
-        try:
-            self.mount()
-        except BaseException:
-            self.unmount()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.unmount()
-
-    def mount(self) -> None:
-        raise NotImplementedError
-
-    def unmount(self) -> None:
-        raise NotImplementedError
-
-    def make_cold(self) -> None:
-        """Forget every cached byte of file data (kernel and filesystem caches)."""
-        drop_kernel_caches()
-
-    def daemon_pid(self) -> int | None:
-        return None
-
-
-class Tmpfs(Target):
-    name = "tmpfs"
-
-    def __init__(self, workdir: Path, size: int):
-        super().__init__(workdir)
-        self.size = size
-
-    def mount(self) -> None:
-        p = run(["mount", "-t", "tmpfs", "-o", f"size={self.size}", "bench-tmpfs", str(self.mnt)])
-        if p.returncode != 0:
-            raise RuntimeError(f"mount -t tmpfs failed (are you root?): {p.stderr.strip()}")
-
-    def unmount(self) -> None:
-        if is_mounted(self.mnt):
-            run(["umount", str(self.mnt)])
-        force_unmount(self.mnt)
-
-
-def pyfuse3_python() -> str:
-    """The python of benchmarks/.venv-pyfuse3, created and filled with pyfuse3 if needed."""
-    python = PYFUSE3_VENV / "bin" / "python"
-    check = [str(python), "-c", "import pyfuse3, pyfuse3.asyncio, trio"]
-    if python.exists() and run(check).returncode == 0:
-        return str(python)
-    log(f"installing {' '.join(PYFUSE3_PACKAGES)} into {PYFUSE3_VENV} (once)")
-    steps = [
-        [sys.executable, "-m", "venv", "--clear", str(PYFUSE3_VENV)],
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         *PYFUSE3_PACKAGES],
-    ]  # fmt: skip
-    for i, cmd in enumerate(steps):
-        p = run(cmd, timeout=900)
-        if p.returncode != 0:
-            raise RuntimeError(
-                f"{shlex.join(cmd)} failed ({p.returncode}); building pyfuse3 needs libfuse3-dev, "
-                f"pkg-config and gcc (apt-get install libfuse3-dev pkg-config gcc):\n"
-                + (p.stderr or p.stdout).strip()[-2000:]
-            )
-        if i == 0:  # keep the venv out of git status (what Python 3.13's venv does itself)
-            (PYFUSE3_VENV / ".gitignore").write_text("*\n")
-    if run(check).returncode != 0:
-        raise RuntimeError(f"pyfuse3 installed into {PYFUSE3_VENV} but does not import")
-    return str(python)
-
-
-class Memfs(Target):
-    """benchmarks/memfs.py, on riverfs.fuse (MemfsPyfuse3: the pyfuse3 one, run by `python`)."""
-
-    name = "memfs"
-    script = "memfs.py"
-
-    def __init__(self, workdir: Path, python: str | None = None):
-        super().__init__(workdir)
-        self.python = python or sys.executable
-        self.proc: subprocess.Popen | None = None
-        self.logfile = workdir / f"{self.name}.log"
-
-    def mount(self) -> None:
-        with open(self.logfile, "wb") as logf:
-            self.proc = subprocess.Popen(
-                [self.python, str(HERE / self.script), str(self.mnt), "--timeout", str(TIMEOUT)],
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches only us; we unmount it
-            )
-
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited ({self.proc.returncode}): {self.log_tail()}"
-                )
-            return is_mounted(self.mnt)
-
-        wait_for(ready, 15, f"{self.name} to mount")
-
-    def log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.logfile.read_text(errors="replace")[-2000:].strip()
-        return ""
-
-    def unmount(self) -> None:
-        if is_mounted(self.mnt):
-            run(["fusermount3", "-u", str(self.mnt)])
-        force_unmount(self.mnt)
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-    def daemon_pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-
-class MemfsPyfuse3(Memfs):
-    name = "memfs_pyfuse3"
-    script = "memfs_pyfuse3.py"
-
-
-class Riverfs(Target):
-    name = "riverfs"
-
-    def __init__(
-        self, workdir: Path, extra_mount_args: list[str], format_args: list[str] | None = None
-    ):
-        super().__init__(workdir)
-        self.format_args = format_args or []
-        self.meta_url = f"sqlite://{workdir}/meta.db"
-        self.store_url = f"file://{workdir}/store"
-        self.cache_dir = workdir / "cache"
-        self.extra = extra_mount_args
-        self.logfile = workdir / "riverfs.log"
-        self.pids: set[int] = set()
-
-    def cli(self, *args: str, timeout: float = 300) -> None:
-        cmd = [sys.executable, "-m", "riverfs", *args]
-        # Output to a file, not a pipe: a daemon that keeps the pipe open would hang us.
-        with open(self.logfile, "ab") as logf:
-            logf.write(f"\n$ riverfs {' '.join(args)}\n".encode())
-            logf.flush()
-            p = subprocess.run(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                start_new_session=True,
-                env={**os.environ, "RIVERFS_PASSPHRASE": "benchmark passphrase"},
-            )
-        if p.returncode != 0:
-            raise RuntimeError(f"riverfs {args[0]} failed ({p.returncode}):\n{self.log_tail()}")
-
-    def log_tail(self) -> str:
-        out = []
-        for f in (self.logfile, self.cache_dir / "mount.log"):
-            with contextlib.suppress(OSError):
-                out.append(f"--- {f}\n" + f.read_text(errors="replace")[-2000:].strip())
-        return "\n".join(out)
-
-    def __enter__(self) -> Target:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.cache_dir.mkdir(exist_ok=True)
-        self.cli("format", self.meta_url, "--storage", self.store_url, *self.format_args)
-        return super().__enter__()
-
-    def mount(self) -> None:
-        self.cli(
-            "mount",
-            self.meta_url,
-            str(self.mnt),
-            "--background",
-            "--cache-dir",
-            str(self.cache_dir),
-            *self.extra,
-            timeout=120,
-        )
-        if not is_mounted(self.mnt):
-            raise RuntimeError(f"riverfs mount returned but {self.mnt} is not mounted")
-        pid = self.daemon_pid()
-        if pid:
-            self.pids.add(pid)
-
-    def unmount(self) -> None:
-        pid = self.daemon_pid() if is_mounted(self.mnt) else None
-        if pid:
-            self.pids.add(pid)
-        if is_mounted(self.mnt):
-            if answers(self.mnt):
-                try:
-                    self.cli("umount", str(self.mnt), timeout=600)
-                except (RuntimeError, subprocess.TimeoutExpired) as e:
-                    log(f"warning: riverfs umount failed, forcing: {e}")
-            else:
-                # Killing the daemon aborts the FUSE connection: every waiting request fails.
-                log(f"warning: {self.mnt} does not answer (daemon dead or hung); forcing")
-                for p in self.pids:
-                    with contextlib.suppress(psutil.NoSuchProcess):
-                        psutil.Process(p).kill()
-        force_unmount(self.mnt)
-        # Wait for the daemons we started to finish (they flush on unmount).
-        for p in list(self.pids | ({pid} if pid else set())):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc = psutil.Process(p)
-                try:
-                    proc.wait(timeout=60)
-                except psutil.TimeoutExpired:
-                    log(f"warning: riverfs daemon {p} still running after unmount; killing it")
-                    proc.kill()
-            self.pids.discard(p)
-
-    def make_cold(self) -> None:
-        self.unmount()
-        for entry in self.cache_dir.iterdir():
-            if entry.suffix == ".log":  # the daemon's log (mount.log), not cached data
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-        drop_kernel_caches()
-        self.mount()
-
-    def daemon_pid(self) -> int | None:
-        me = os.getpid()
-        out = run(["pgrep", "-f", f"riverfs mount .*{self.mnt}"]).stdout.split()
-        pids = [int(p) for p in out if int(p) != me]
-        if not pids:  # daemons that rewrite their command line: look for the mountpoint
-            for proc in psutil.process_iter(["pid", "cmdline"]):
-                cmdline = proc.info["cmdline"] or []
-                if (
-                    proc.info["pid"] != me
-                    and str(self.mnt) in cmdline
-                    and "riverfs" in " ".join(cmdline)
-                ):
-                    pids.append(proc.info["pid"])
-        return min(pids) if pids else None
 
 
 # ---------------------------------------------------------------- workloads
@@ -544,8 +239,11 @@ def random_reads(path: Path, size: int, count: int, data: Data) -> float:
     return spent
 
 
-def small_files(root: Path, count: int) -> tuple[float, float, float]:
-    """Seconds to create (write 1 KiB, close), stat and unlink `count` files in one directory."""
+def small_files(
+    root: Path, count: int, make_cold: Callable[[], None]
+) -> tuple[float, float, float, float]:
+    """Seconds to create (write 1 KiB, close) `count` files in one directory, to stat each
+    and to list the directory as `ls -l` does (each after `make_cold`), and to unlink each."""
     d = root / "small"
     d.mkdir()
     names = [os.fsencode(d / f"f{i:06d}") for i in range(count)]
@@ -560,7 +258,7 @@ def small_files(root: Path, count: int) -> tuple[float, float, float]:
             os.close(fd)
     t_create = time.perf_counter() - t0
 
-    time.sleep(TIMEOUT + 0.2)  # let the kernel's entry/attr cache expire
+    make_cold()
     t0 = time.perf_counter()
     for name in names:
         st = os.stat(name)
@@ -568,30 +266,177 @@ def small_files(root: Path, count: int) -> tuple[float, float, float]:
             raise RuntimeError(f"{os.fsdecode(name)}: size {st.st_size}, expected {SMALL_FILE}")
     t_stat = time.perf_counter() - t0
 
+    make_cold()
+    t_list = list_long(d, count)
+
     t0 = time.perf_counter()
     for name in names:
         os.unlink(name)
     t_unlink = time.perf_counter() - t0
     d.rmdir()
-    return t_create, t_stat, t_unlink
+    return t_create, t_stat, t_list, t_unlink
+
+
+def list_long(d: Path, count: int) -> float:
+    """Seconds to read directory `d` and lstat each entry, which is what `ls -l` asks of the
+    filesystem (less the xattr probe for ACLs), checking there are `count` 1 KiB files."""
+    seen = 0
+    t0 = time.perf_counter()
+    with os.scandir(os.fsencode(d)) as entries:
+        for entry in entries:
+            st = os.lstat(entry.path)
+            if st.st_size != SMALL_FILE:
+                raise RuntimeError(f"{entry.path!r}: size {st.st_size}, expected {SMALL_FILE}")
+            seen += 1
+    spent = time.perf_counter() - t0
+    if seen != count:
+        raise RuntimeError(f"{d}: listed {seen} entries, expected {count}")
+    return spent
+
+
+# A rewrite run's progress: (operations done, seconds since its start) at the start and at
+# the end of each tenth of the run.
+Marks = list[tuple[int, float]]
+
+
+def rewrite_python(path: Path, ops: int, data: Data) -> Marks:
+    """fsx's workload in Python: `ops` random operations on one file of at most 8 MiB:
+    writes (40%) and reads (40%) of 1 B to 1 MiB at random offsets, truncates (20%) to a
+    random size; an fsync every 100 operations. Every read, and the whole file at the end,
+    is checked against a copy of the contents kept in memory."""
+    rng = random.Random(3)  # the same operations in every run
+    model = bytearray()
+    ends = {ops * k // 10: k for k in range(1, 11)}
+    marks: Marks = [(0, 0.0)]
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        t0 = time.perf_counter()
+        for i in range(1, ops + 1):
+            kind = rng.random()
+            if kind < 0.2:
+                size = rng.randrange(REWRITE_FILE + 1)
+                os.ftruncate(fd, size)
+                if size < len(model):
+                    del model[size:]
+                else:
+                    model.extend(bytes(size - len(model)))
+            elif kind < 0.6 and model:
+                off = rng.randrange(len(model))
+                n = rng.randint(1, min(REWRITE_OP, len(model) - off))
+                if os.pread(fd, n, off) != model[off : off + n]:
+                    raise RuntimeError(f"{path}: operation {i}: wrong data read at {off} (+{n})")
+            else:
+                off = rng.randrange(REWRITE_FILE)
+                n = rng.randint(1, min(REWRITE_OP, REWRITE_FILE - off))
+                buf = data.at(rng.randrange(POOL_SIZE), n)
+                if os.pwrite(fd, buf, off) != n:
+                    raise RuntimeError(f"{path}: operation {i}: short write at {off} (+{n})")
+                if off > len(model):
+                    model.extend(bytes(off - len(model)))
+                model[off : off + n] = buf
+            if i % REWRITE_FSYNC_EVERY == 0:
+                os.fsync(fd)
+            if i in ends:
+                marks.append((i, time.perf_counter() - t0))
+        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        if size != len(model):
+            raise RuntimeError(f"{path}: size {size} after the run, expected {len(model)}")
+        for off in range(0, size, IO_SIZE):
+            if os.pread(fd, IO_SIZE, off) != model[off : off + IO_SIZE]:
+                raise RuntimeError(f"{path}: wrong data at {off} after the run")
+    finally:
+        os.close(fd)
+    return marks
+
+
+def rewrite_fsx(fsx: str, path: Path, ops: int, logdir: Path) -> Marks:
+    """The same with fsx: `fsx -N ops -l 8388608 -o 1048576`. fsx prints a line numbered with
+    the operation every `-p` operations; each line is timed as it arrives (line-buffered)."""
+    interval = max(1, ops // 100)
+    cmd = [
+        fsx, "-N", str(ops), "-l", str(REWRITE_FILE), "-o", str(REWRITE_OP),
+        "-S", "1", "-p", str(interval), "-P", str(logdir), str(path),
+    ]  # fmt: skip
+    if shutil.which("stdbuf"):
+        cmd = ["stdbuf", "-oL", *cmd]
+    progress = [(0, 0.0)]
+    tail: collections.deque[str] = collections.deque(maxlen=30)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd,
+        cwd=logdir,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+    try:
+        for line in proc.stdout:
+            now = time.perf_counter() - t0
+            tail.append(line.rstrip())
+            if m := re.match(r"\s*(\d+)\D", line):
+                progress.append((int(m[1]), now))
+        rc = proc.wait()
+    finally:
+        if proc.poll() is None:  # interrupted: it must not keep the mount busy
+            proc.kill()
+            proc.wait()
+    if rc != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} failed ({rc}):\n" + "\n".join(tail))
+    progress.append((ops, time.perf_counter() - t0))
+    # each tenth's end: the first progress line at or past it
+    marks: Marks = [(0, 0.0)]
+    for k in range(1, 11):
+        marks.append(next(p for p in progress if p[0] >= ops * k // 10))
+    return marks
+
+
+def tenth_rates(marks: Marks) -> list[float | None]:
+    """Operations per second in each tenth of a run."""
+    rates: list[float | None] = []
+    for (n0, t0), (n1, t1) in zip(marks, marks[1:], strict=False):
+        rates.append((n1 - n0) / (t1 - t0) if t1 > t0 else None)
+    return rates
+
+
+def store_usage(d: Path) -> tuple[int, int]:
+    """(bytes, files) under `d`: the sizes of its files (os.walk + lstat)."""
+    total = files = 0
+    for top, _, names in os.walk(d):
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):  # deleted while we walk
+                total += os.lstat(os.path.join(top, name)).st_size
+                files += 1
+    return total, files
 
 
 # ---------------------------------------------------------------- the run
 
-# (key, label, unit, compare with memfs)
+# (key, label, unit, compare across filesystems)
 METRICS = [
     ("write", "seq write {size} (1 MiB writes + fsync)", "MiB/s", True),
     ("read_cold", "seq read {size}, cold cache", "MiB/s", True),
     ("read_warm", "seq read {size}, warm cache", "MiB/s", True),
     ("rand_read", "random 4 KiB reads ({reads} preads)", "reads/s", True),
     ("create", "create {files} files (1 KiB each)", "files/s", True),
-    ("stat", "stat {files} files", "stats/s", True),
+    ("stat", "stat {files} files, cold", "stats/s", True),
+    ("ls", "ls -l of the {files} files, cold", "entries/s", True),
     ("unlink", "unlink {files} files", "files/s", True),
     ("rss_peak", "daemon peak RSS during the above", "MiB", False),
     ("rss_write", "riverfs: write {rss_size}, throughput", "MiB/s", False),
     ("rss_write_peak", "riverfs: peak RSS writing {rss_size}", "MiB", False),
     ("rss_read", "riverfs: read {rss_size} (cold), throughput", "MiB/s", False),
     ("rss_read_peak", "riverfs: peak RSS reading {rss_size}", "MiB", False),
+]
+# ratio columns of the table: (numerator, denominator, as a percentage)
+RATIOS = [
+    ("riverfs", "memfs", True),
+    ("riverfs", "rclone", False),
+    ("riverfs-enc", "riverfs", True),
+    ("riverfs-wb", "riverfs", True),
+    ("memfs", "memfs_pyfuse3", False),
 ]
 
 
@@ -615,10 +460,11 @@ def run_suite(t: Target, args, data: Data) -> dict[str, float]:
         res["rand_read"] = args.random_reads / random_reads(path, size, args.random_reads, data)
         os.unlink(path)
 
-        log(f"{t.name}: create / stat / unlink of {args.files} files")
-        c, s, u = small_files(t.mnt, args.files)
-        res["create"], res["stat"], res["unlink"] = args.files / c, args.files / s, args.files / u
-    if rss.peak and t.name != "tmpfs":
+        log(f"{t.name}: create / stat / ls -l / unlink of {args.files} files")
+        c, s, ls, u = small_files(t.mnt, args.files, t.make_cold_metadata)
+        for key, spent in (("create", c), ("stat", s), ("ls", ls), ("unlink", u)):
+            res[key] = args.files / spent
+    if rss.peak and t.name not in ("tmpfs", "disk"):
         res["rss_peak"] = rss.peak / MiB
     return res
 
@@ -638,6 +484,44 @@ def run_rss(t: Riverfs, args, data: Data) -> dict[str, float]:
     res["rss_read_peak"] = rss.peak / MiB
     os.unlink(path)
     return res
+
+
+def run_rewrite(t: Target, args, data: Data) -> dict:
+    """The random-rewrite run on `t`, then COMPACTION_WAIT seconds watching its store."""
+    store = t.store_dir()
+    path = t.mnt / "rewrite.dat"
+    fsx = shutil.which("fsx")
+    tool = "fsx" if fsx else "python"
+    log(f"{t.name}: random rewrite, {args.rewrite_ops} operations on one file ({tool})")
+    base = store_usage(store) if store else (0, 0)
+    if fsx:
+        marks = rewrite_fsx(fsx, path, args.rewrite_ops, t.workdir)
+    else:
+        marks = rewrite_python(path, args.rewrite_ops, data)
+    res: dict = {
+        "tool": tool,
+        "ops": args.rewrite_ops,
+        "seconds": marks[-1][1],
+        "rates": tenth_rates(marks),
+        "live_bytes": os.stat(path).st_size,
+    }
+    if store:
+        samples = [store_usage(store)]
+        if t.store_settles:
+            log(f"{t.name}: watching the store's size for {COMPACTION_WAIT:.0f}s")
+        deadline = time.monotonic() + (COMPACTION_WAIT if t.store_settles else 0)
+        while time.monotonic() < deadline:
+            time.sleep(min(COMPACTION_SAMPLE, max(0.0, deadline - time.monotonic())))
+            samples.append(store_usage(store))
+        # what the rest of the volume holds (the suite's files, being deleted) is not counted
+        res["store_before"] = {"bytes": base[0], "files": base[1]}
+        res["store_bytes"] = [b - base[0] for b, _ in samples]
+        res["store_files"] = [f - base[1] for _, f in samples]
+    os.unlink(path)
+    return res
+
+
+# ---------------------------------------------------------------- the report
 
 
 def machine_info() -> dict[str, str]:
@@ -666,6 +550,28 @@ def fmt(v: float | None) -> str:
     return f"{v:.1f}" if v >= 10 else f"{v:.2f}"
 
 
+def fmt_ratio(v: float | None, percent: bool) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.0%}" if percent else f"{v:.2f}x"
+
+
+def markdown(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+    """A markdown table, its first `left` columns left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        out = [
+            c.ljust(w) if i < left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "| " + " | ".join(out) + " |"
+
+    rules = ["-" * (w + 2) if i < left else "-" * (w + 1) + ":" for i, w in enumerate(widths)]
+    sep = "|" + "|".join(rules) + "|"
+    return "\n".join([line(header), sep, *(line(r) for r in rows)])
+
+
 def table(results: dict[str, dict[str, float]], args) -> str:
     names = [n for n in TARGETS if n in results]
     subst = {
@@ -674,46 +580,143 @@ def table(results: dict[str, dict[str, float]], args) -> str:
         "reads": f"{args.random_reads:,}",
         "rss_size": human(args.rss_size),
     }
-    ratio = "riverfs" in results and "memfs" in results
-    enc = "riverfs" in results and "riverfs-enc" in results
-    layer = "memfs" in results and "memfs_pyfuse3" in results
-    header = (
-        ["figure", "unit", *names]
-        + (["riverfs / memfs"] if ratio else [])
-        + (["riverfs-enc / riverfs"] if enc else [])
-        + (["memfs / memfs_pyfuse3"] if layer else [])
-    )
+    ratios = [(a, b, pct) for a, b, pct in RATIOS if a in results and b in results]
+    header = ["figure", "unit", *names, *(f"{a} / {b}" for a, b, _ in ratios)]
     rows = []
     for key, label, unit, compare in METRICS:
         values = [results[n].get(key) for n in names]
         if all(v is None for v in values):
             continue
         row = [label.format(**subst), unit, *map(fmt, values)]
-        if ratio:
-            r, m = results["riverfs"].get(key), results["memfs"].get(key)
-            row.append(f"{r / m:.0%}" if compare and r and m else "")
-        if enc:
-            e, r = results["riverfs-enc"].get(key), results["riverfs"].get(key)
-            row.append(f"{e / r:.0%}" if compare and e and r else "")
-        if layer:
-            n, o = results["memfs"].get(key), results["memfs_pyfuse3"].get(key)
-            row.append(f"{n / o:.2f}x" if compare and n and o else "")
+        for a, b, pct in ratios:
+            x, y = results[a].get(key), results[b].get(key)
+            row.append(fmt_ratio(x / y, pct) if compare and x and y else "")
         rows.append(row)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return markdown(header, rows, left=2)
 
-    def line(cells: list[str]) -> str:
-        out = [
-            c.ljust(w) if i < 2 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "| " + " | ".join(out) + " |"
 
-    sep = (
-        "|"
-        + "|".join(("-" * (w + 2) if i < 2 else "-" * (w + 1) + ":") for i, w in enumerate(widths))
-        + "|"
+def rewrite_tables(rewrites: dict[str, dict]) -> str:
+    if not rewrites:
+        return ""
+    first = next(iter(rewrites.values()))
+    if first["tool"] == "fsx":
+        shape = f"fsx -N {first['ops']} -l {REWRITE_FILE} -o {REWRITE_OP}"
+    else:
+        shape = (
+            f"{first['ops']:,} random writes, reads and truncates of one {human(REWRITE_FILE)} "
+            f"file, up to {human(REWRITE_OP)} each, fsync every {REWRITE_FSYNC_EVERY}"
+        )
+    rows = []
+    for name, r in rewrites.items():
+        rates = r["rates"]
+        last_first = rates[-1] / rates[0] if rates[0] and rates[-1] else None
+        rows.append([name, *map(fmt, rates), fmt_ratio(last_first, False), f"{r['seconds']:.0f}"])
+    header = ["fs", *(str(k) for k in range(1, 11)), "last / first", "s"]
+    out = [f"Random rewrite ({shape}): operations/s by tenth of the run", ""]
+    out.append(markdown(header, rows))
+    rows = []
+    for name, r in rewrites.items():
+        if "store_bytes" not in r:
+            continue
+        live, sizes = r["live_bytes"], r["store_bytes"]
+        rows.append([
+            name,
+            f"{live / MiB:.1f}",
+            f"{sizes[0] / MiB:.1f}",
+            f"{min(sizes) / MiB:.1f}",
+            f"{sizes[-1] / MiB:.1f}",
+            f"{r['store_files'][-1]:,}",
+            fmt_ratio(sizes[-1] / live if live else None, False),
+        ])  # fmt: skip
+    if rows:
+        header = ["fs", "live MiB", "store MiB at the end", f"min in {COMPACTION_WAIT:.0f} s",
+                  f"after {COMPACTION_WAIT:.0f} s", "objects", "store / live"]  # fmt: skip
+        out += ["", "Store after the run (bytes of its files, less what it held before)", ""]
+        out.append(markdown(header, rows))
+    return "\n".join(out)
+
+
+# issue 10's targets: (what, numerator (fs, figure), denominator (fs, figure), at least)
+ISSUE10_RATIOS = [
+    ("seq write, riverfs / memfs", ("riverfs", "write"), ("memfs", "write"), 0.8),
+    ("cold read, riverfs / memfs", ("riverfs", "read_cold"), ("memfs", "read_cold"), 0.8),
+    ("warm read, riverfs / tmpfs (page-cache speed)", ("riverfs", "read_warm"),
+     ("tmpfs", "read_warm"), 0.8),
+    ("creates, riverfs / memfs", ("riverfs", "create"), ("memfs", "create"), 0.5),
+    ("cold stats, riverfs / memfs", ("riverfs", "stat"), ("memfs", "stat"), 0.7),
+    ("unlinks, riverfs / memfs", ("riverfs", "unlink"), ("memfs", "unlink"), 0.5),
+    ("ls -l, riverfs / memfs", ("riverfs", "ls"), ("memfs", "ls"), 0.7),
+    ("seq write, riverfs / rclone", ("riverfs", "write"), ("rclone", "write"), 1.0),
+    ("cold read, riverfs / rclone", ("riverfs", "read_cold"), ("rclone", "read_cold"), 1.0),
+    ("creates, riverfs / rclone", ("riverfs", "create"), ("rclone", "create"), 1.0),
+    ("cold stats, riverfs / rclone", ("riverfs", "stat"), ("rclone", "stat"), 1.0),
+    ("unlinks, riverfs / rclone", ("riverfs", "unlink"), ("rclone", "unlink"), 1.0),
+    ("seq write, riverfs-enc / riverfs", ("riverfs-enc", "write"), ("riverfs", "write"), 0.8),
+    ("cold read, riverfs-enc / riverfs", ("riverfs-enc", "read_cold"),
+     ("riverfs", "read_cold"), 0.8),
+    ("random 4 KiB reads, riverfs-enc / riverfs", ("riverfs-enc", "rand_read"),
+     ("riverfs", "rand_read"), 0.5),
+    ("burst (seq write), riverfs-wb / disk", ("riverfs-wb", "write"), ("disk", "write"), 0.7),
+    ("creates, riverfs-wb / riverfs", ("riverfs-wb", "create"), ("riverfs", "create"), 2.0),
+]  # fmt: skip
+
+
+@dataclass(slots=True, frozen=True)
+class Goal:
+    """One target of issue 10 and what this run measured for it (None: not in this run)."""
+
+    what: str
+    got: float | None
+    want: float
+    unit: str  # "%" or "x" (ratios) or "MiB"
+    at_most: bool = False
+
+    @property
+    def met(self) -> bool | None:
+        if self.got is None:
+            return None
+        return self.got <= self.want if self.at_most else self.got >= self.want
+
+    def show(self, v: float | None) -> str:
+        if self.unit == "MiB":
+            return "-" if v is None else f"{v:.0f} MiB"
+        return fmt_ratio(v, self.unit == "%")
+
+
+def issue10_targets(
+    results: dict[str, dict[str, float]], rewrites: dict[str, dict], args
+) -> list[Goal]:
+    """Every target of issue 10 that this script measures."""
+    goals = []
+    for what, (a, ka), (b, kb), want in ISSUE10_RATIOS:
+        x, y = results.get(a, {}).get(ka), results.get(b, {}).get(kb)
+        goals.append(Goal(what, x / y if x and y else None, want, "%" if want < 1 else "x"))
+    for name in [n for n in rewrites if n.startswith("riverfs")] or ["riverfs"]:
+        r = rewrites.get(name, {})
+        rates = r.get("rates") or [None]
+        got = rates[-1] / rates[0] if rates[0] and rates[-1] else None
+        goals.append(Goal(f"rewrite ops/s, last / first tenth ({name})", got, 0.5, "x"))
+        sizes, live = r.get("store_bytes"), r.get("live_bytes")
+        got = sizes[-1] / live if sizes and live else None
+        what = f"store / live bytes after {COMPACTION_WAIT:.0f} s ({name})"
+        goals.append(Goal(what, got, 3.0, "x", at_most=True))
+    peaks = [results.get("riverfs", {}).get(k) for k in ("rss_write_peak", "rss_read_peak")]
+    what = f"riverfs peak RSS streaming {human(args.rss_size)} (--rss; the target: 10 GiB)"
+    goals.append(Goal(what, max(peaks) if all(peaks) else None, 300, "MiB", at_most=True))
+    return goals
+
+
+VERDICT = {True: "met", False: "NOT met", None: "not in this run"}
+
+
+def issue10_table(goals: list[Goal]) -> str:
+    cells = [
+        [g.what, g.show(g.got), ("<= " if g.at_most else ">= ") + g.show(g.want), VERDICT[g.met]]
+        for g in goals
+    ]
+    return "Targets (issue 10), this run:\n\n" + markdown(
+        ["target", "measured", "wanted", ""], cells
     )
-    return "\n".join([line(header), sep, *(line(r) for r in rows)])
 
 
 def layer_targets(results: dict[str, dict[str, float]]) -> str:
@@ -739,7 +742,7 @@ def layer_targets(results: dict[str, dict[str, float]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(
-        description="Benchmark riverfs against tmpfs and memfs (see the module docstring)."
+        description="Benchmark riverfs against its peers and ceilings (see the module docstring)."
     )
     parser.add_argument(
         "--size",
@@ -764,10 +767,21 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        default=DEFAULT_TARGETS,
-        help="comma-separated subset of riverfs,riverfs-enc,tmpfs,memfs,memfs_pyfuse3 "
-        "(default riverfs,tmpfs,memfs,memfs_pyfuse3; riverfs-enc: an encrypted, "
-        "zstd-compressed volume)",
+        default=None,
+        help=f"comma-separated subset of {','.join(TARGETS)} (default: all; rclone only "
+        "when it is installed)",
+    )
+    parser.add_argument(
+        "--rewrite-ops",
+        type=int,
+        default=50_000,
+        help="operations of the random-rewrite run (default 50000; 0: no rewrite run)",
+    )
+    parser.add_argument(
+        "--rewrite-on",
+        default="riverfs",
+        help="comma-separated filesystems of the run to do the rewrite run on, once each, after "
+        "their rounds (default riverfs)",
     )
     parser.add_argument(
         "--rss",
@@ -778,13 +792,13 @@ def main() -> int:
         "--rss-size",
         type=parse_size,
         default=parse_size("4G"),
-        help="file size for --rss (default 4G)",
+        help="file size for --rss (default 4G; issue 10's target names 10G)",
     )
     parser.add_argument(
         "--tmp",
         type=Path,
         default=None,
-        help="directory for the riverfs volume and mountpoints "
+        help="directory for the volumes, caches and mountpoints, and the 'disk' filesystem "
         "(default: $TMPDIR or /tmp; must not be tmpfs for a fair riverfs)",
     )
     parser.add_argument(
@@ -804,12 +818,30 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
 
-    only = [n.strip() for n in args.only.split(",") if n.strip()]
+    skipped: dict[str, str] = {}
+    if args.only is None:
+        only = list(TARGETS)
+        if not shutil.which("rclone"):
+            only.remove("rclone")
+            skipped["rclone"] = "not installed (apt-get install rclone; make bench does)"
+    else:
+        only = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = set(only) - set(TARGETS)
     if unknown or not only:
         parser.error(f"--only: unknown filesystem(s) {sorted(unknown)}; choose from {TARGETS}")
+    if "rclone" in only and not shutil.which("rclone"):
+        parser.error("--only rclone: rclone is not on PATH (apt-get install rclone)")
+    rewrite_on = [n.strip() for n in args.rewrite_on.split(",") if n.strip()]
+    if set(rewrite_on) - set(TARGETS):
+        parser.error(f"--rewrite-on: unknown filesystem(s); choose from {TARGETS}")
+    if args.rewrite_ops:
+        for name in rewrite_on:
+            if name not in only:
+                skipped[f"rewrite run on {name}"] = "not in --only"
     if args.repeat < 1 or args.files < 1 or args.random_reads < 1:
         parser.error("--repeat, --files and --random-reads must be at least 1")
+    if args.rewrite_ops and args.rewrite_ops < 10:
+        parser.error("--rewrite-ops must be 0 or at least 10 (it is reported by tenths)")
     if args.rss and "riverfs" not in only:
         parser.error("--rss needs riverfs in --only")
     if os.geteuid() != 0:
@@ -817,6 +849,8 @@ def main() -> int:
             "fs_bench: run as root (it mounts tmpfs and drops the kernel caches)", file=sys.stderr
         )
         return 2
+    for what, why in skipped.items():
+        log(f"{what}: skipped ({why})")
 
     # SIGTERM unwinds like Ctrl-C, so every `finally` unmounts what was mounted.
     def on_term(signum, frame):
@@ -837,26 +871,21 @@ def main() -> int:
     log(f"working directory {root}")
     data = Data()
     results: dict[str, dict[str, float]] = {}
+    rewrites: dict[str, dict] = {}
     failures: dict[str, str] = {}
     interrupted = False
     try:
         for name in TARGETS:
             if name not in only:
                 continue
-            workdir = root / name
-            if name == "riverfs":
-                target: Target = Riverfs(workdir, args.riverfs_args.split())
-            elif name == "riverfs-enc":
-                target = Riverfs(workdir, args.riverfs_args.split(), ENCRYPTED_FORMAT)
-            elif name == "tmpfs":
-                target = Tmpfs(workdir, max(args.size, args.rss_size) + 512 * MiB)
-            elif name == "memfs":
-                target = Memfs(workdir)
-            else:
-                target = None
+            target: Target | None = None
             try:
-                if target is None:  # memfs_pyfuse3: its venv first (not timed)
-                    target = MemfsPyfuse3(workdir, pyfuse3_python())
+                target = make_target(
+                    name,
+                    root / name,
+                    args.riverfs_args.split(),
+                    tmpfs_size=max(args.size, args.rss_size) + 512 * MiB,
+                )
                 with target:
                     best: dict[str, float] = {}
                     for rep in range(args.repeat):
@@ -867,6 +896,8 @@ def main() -> int:
                     results[name] = best
                     if name == "riverfs" and args.rss:
                         results[name].update(run_rss(target, args, data))
+                    if args.rewrite_ops and name in rewrite_on:
+                        rewrites[name] = run_rewrite(target, args, data)
             except (OSError, RuntimeError, subprocess.SubprocessError) as e:
                 failures[name] = f"{type(e).__name__}: {e}"
                 if isinstance(target, Riverfs) and not isinstance(e, RuntimeError):
@@ -896,23 +927,44 @@ def main() -> int:
     if args.cpus is not None:
         print(f"benchmark and daemons pinned to CPU(s) {info['pinned to CPUs']}")
     if args.repeat > 1:
-        print(f"each figure: the best of {args.repeat} rounds")
+        print(f"each figure: the best of {args.repeat} rounds (the rewrite run: one)")
+    for what, why in skipped.items():
+        print(f"{what}: skipped ({why})")
     print()
+    targets = issue10_targets(results, rewrites, args)
     if results:
         print(table(results, args))
-        targets = layer_targets(results)
-        if targets:
+    if rewrites:
+        print()
+        print(rewrite_tables(rewrites))
+    if results:
+        print()
+        print(issue10_table(targets))
+        layer = layer_targets(results)
+        if layer:
             print()
-            print(targets)
+            print(layer)
     for name, err in failures.items():
         print(f"\n{name} failed: {err}")
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {"machine": info, "args": sys.argv[1:], "results": results, "failures": failures},
-                indent=2,
-            )
-        )
+        report = {
+            "machine": info,
+            "args": sys.argv[1:],
+            "results": results,
+            "rewrite": rewrites,
+            "targets_issue10": [
+                {
+                    "target": g.what,
+                    "measured": g.got,
+                    "wanted": ("<= " if g.at_most else ">= ") + g.show(g.want),
+                    "verdict": VERDICT[g.met],
+                }
+                for g in targets
+            ],
+            "skipped": skipped,
+            "failures": failures,
+        }
+        args.json.write_text(json.dumps(report, indent=2))
     return 130 if interrupted else (1 if failures else 0)
 
 
