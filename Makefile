@@ -18,8 +18,9 @@ SYSTEM_PACKAGES := fuse3 python3-venv  # fuse3: fusermount3 and /dev/fuse; no li
 TEST_PACKAGES := postgresql gcc libc6-dev util-linux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCH_ARGS ?=
-# fs_bench.py builds pyfuse3 (benchmarks/.venv-pyfuse3) for memfs_pyfuse3, the old ceiling
-BENCH_PACKAGES := libfuse3-dev pkg-config gcc python3-dev
+# fs_bench.py builds pyfuse3 (benchmarks/.venv-pyfuse3) for memfs_pyfuse3, the old ceiling,
+# and mounts rclone (a peer of issue 10; no test needs it)
+BENCH_PACKAGES := libfuse3-dev pkg-config gcc python3-dev rclone
 
 export DEBIAN_FRONTEND := noninteractive
 
