@@ -8,9 +8,19 @@ import subprocess
 import sys
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from unit_helpers import async_test, forget_memory_store, keys, memory_url
 
-from riverfs.chunk.block import BlockCorrupt, block_key, encode_block, slice_keys
+from riverfs.chunk import cache as cache_module
+from riverfs.chunk.block import (
+    PAGE_SIZE,
+    BlockCorrupt,
+    block_key,
+    encode_block,
+    head_size,
+    read_layout,
+    slice_keys,
+)
 from riverfs.chunk.cache import DiskCache
 from riverfs.chunk.store import BlockStore
 from riverfs.objects import ObjectStore, open_store
@@ -309,5 +319,266 @@ async def test_a_random_read_of_a_missing_block_raises_block_corrupt(store):
     try:
         with pytest.raises(BlockCorrupt, match="missing"):
             await bs.load_range(11, 0, 1 << 20, 5000, 6000)
+    finally:
+        await bs.close()
+
+
+# ---- reading by page (format version 2) -----------------------------------------------------
+
+PAGE = PAGE_SIZE
+CIPHER = AESGCM(bytes(range(32)))
+VOLUMES = [("none", None), ("zstd", None), ("lz4", None), ("none", CIPHER), ("zstd", CIPHER)]
+VOLUME_IDS = ["plain", "zstd", "lz4", "aes", "zstd+aes"]
+
+
+def mixed_block(pages: int) -> bytes:
+    """Pages that alternate: compressible, incompressible."""
+    text = (b"riverfs pages " * 5000)[:PAGE]
+    return b"".join(text if i % 2 == 0 else os.urandom(PAGE) for i in range(pages))
+
+
+class PageCountingStore(RangeCountingStore):
+    """Also fails whole-object gets when `whole` is False."""
+
+    def __init__(self, inner: ObjectStore, whole: bool = True) -> None:
+        super().__init__(inner)
+        self.whole = whole
+        self.ranges: list[tuple[int, int]] = []
+
+    async def get_buffer(self, key: str) -> memoryview:
+        assert self.whole, f"whole get of {key}"
+        return await super().get_buffer(key)
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        self.ranges.append((start, end))
+        return await super().get_range(key, start, end)
+
+
+async def put_block(store, slice_id, data, compression, cipher, version=2) -> tuple[str, bytes]:
+    key = block_key(slice_id, 0, len(data))
+    raw = bytes(encode_block(data, compression, cipher, key, version=version))
+    await store.put(key, raw)
+    return key, raw
+
+
+@pytest.mark.parametrize(("compression", "cipher"), VOLUMES, ids=VOLUME_IDS)
+@async_test
+async def test_a_random_read_of_any_v2_block_reads_and_decodes_only_its_pages(
+    store, compression, cipher
+):
+    data = mixed_block(64)  # 4 MiB
+    key, raw = await put_block(store, 40, data, compression, cipher)
+    counting = PageCountingStore(store, whole=False)
+    bs = BlockStore(counting, len(data), compression, None, cipher=cipher)
+    try:
+        for start in (1_000_000, 5 * PAGE - 100, len(data) - 4096):
+            got = await bs.load_range(40, 0, len(data), start, start + 4096)
+            assert got == data[start : start + 4096]
+        assert counting.range_bytes < 3 * head_size(len(data)) + 5 * (PAGE + 100)
+        fetched = counting.range_bytes
+        # Pages read once are kept decoded: reading them again costs no I/O.
+        assert (
+            await bs.load_range(40, 0, len(data), 1_000_100, 1_000_200) == data[1_000_100:1_000_200]
+        )
+        assert counting.range_bytes == fetched
+        assert bs._pages_used <= bs._pages_limit
+    finally:
+        await bs.close()
+
+
+@pytest.mark.parametrize(("compression", "cipher"), VOLUMES, ids=VOLUME_IDS)
+@async_test
+async def test_a_flipped_byte_in_page_k_fails_exactly_the_reads_touching_page_k(
+    store, compression, cipher
+):
+    k = 3
+    data = mixed_block(8)
+    key = block_key(41, 0, len(data))
+    raw = bytearray(encode_block(data, compression, cipher, key))
+    lo, hi = read_layout(raw, key).span(range(k, k + 1))
+    raw[lo + (hi - lo) // 3] ^= 0x04
+    await store.put(key, bytes(raw))
+    bs = BlockStore(store, len(data), compression, None, cipher=cipher)
+    try:
+        for start, end in [(0, 100), (k * PAGE - 4096, k * PAGE), ((k + 1) * PAGE, len(data))]:
+            assert await bs.load_range(41, 0, len(data), start, end) == data[start:end]
+            assert await bs.load_span(41, 0, len(data), start, end) == data[start:end]
+        for start, end in [
+            (k * PAGE, k * PAGE + 1),
+            (k * PAGE - 10, k * PAGE + 10),
+            (0, len(data)),
+        ]:
+            with pytest.raises(BlockCorrupt, match=f"{key}.*page {k}") as exc:
+                await bs.load_range(41, 0, len(data), start, end)
+            assert exc.value.pages == (k,)
+            with pytest.raises(BlockCorrupt, match=f"page {k}"):
+                await bs.load_span(41, 0, len(data), start, end)
+        # A whole-block load fails, and says which page is bad.
+        with pytest.raises(BlockCorrupt, match=key) as exc:
+            await bs.load(41, 0, len(data))
+        assert exc.value.pages == (k,)
+    finally:
+        await bs.close()
+
+
+@async_test
+async def test_load_span_of_a_damaged_block_does_not_fetch_it_whole_again(store):
+    data = mixed_block(4)
+    key = block_key(42, 0, len(data))
+    raw = bytearray(encode_block(data, "zstd", CIPHER, key))
+    raw[-5] ^= 1  # the last page
+    await store.put(key, bytes(raw))
+    counting = PageCountingStore(store)
+    bs = BlockStore(counting, len(data), "zstd", None, cipher=CIPHER)
+    try:
+        for start in range(0, 3 * PAGE, 32 << 10):  # a sequential reader, 32 KiB at a time
+            got = await bs.load_span(42, 0, len(data), start, start + (32 << 10))
+            assert got == data[start : start + (32 << 10)]
+        assert counting.gets == 1
+        with pytest.raises(BlockCorrupt, match="page 3"):
+            await bs.load_span(42, 0, len(data), 3 * PAGE, 3 * PAGE + 10)
+    finally:
+        await bs.close()
+
+
+@pytest.mark.parametrize(("compression", "cipher"), VOLUMES, ids=VOLUME_IDS)
+@async_test
+async def test_a_random_read_of_a_cached_block_reads_only_the_needed_bytes_of_its_file(
+    store, tmp_path, monkeypatch, compression, cipher
+):
+    data = mixed_block(64)
+    cache = DiskCache(tmp_path, 64 << 20, min_free=0.0)
+    writer = BlockStore(store, len(data), compression, cache, cipher=cipher)
+    try:
+        await writer.save(43, 0, data)
+    finally:
+        await writer.close()
+    read = []
+    real_pread = os.pread
+
+    def counting_pread(fd, n, offset):
+        read.append(n)
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(cache_module.os, "pread", counting_pread)
+    monkeypatch.setattr(DiskCache, "get", lambda self, key: pytest.fail("whole cache read"))
+    counting = PageCountingStore(store, whole=False)
+    bs = BlockStore(
+        counting, len(data), compression, DiskCache(tmp_path, 64 << 20, 0.0), cipher=cipher
+    )
+    try:
+        assert (
+            await bs.load_range(43, 0, len(data), 2_000_000, 2_004_096) == data[2_000_000:2_004_096]
+        )
+        assert counting.ranges == []  # the store is not asked
+        assert len(read) == 2 and read[0] == head_size(len(data)) and read[1] <= PAGE + 100
+        # The layout is remembered: the next page costs one read of its bytes alone.
+        assert await bs.load_range(43, 0, len(data), 10, 20) == data[10:20]
+        assert len(read) == 3 and read[2] <= PAGE + 100
+    finally:
+        await bs.close()
+
+
+@async_test
+async def test_a_corrupt_page_in_the_disk_cache_is_dropped_and_read_from_the_store(store, tmp_path):
+    data = mixed_block(4)
+    cache = DiskCache(tmp_path, 64 << 20, min_free=0.0)
+    writer = BlockStore(store, len(data), "zstd", cache, cipher=CIPHER)
+    try:
+        await writer.save(44, 0, data)
+    finally:
+        await writer.close()
+    key = block_key(44, 0, len(data))
+    path = next(cache.dir.iterdir())
+    raw = bytearray(path.read_bytes())
+    lo, hi = read_layout(raw, key).span(range(2, 3))
+    raw[lo + 50] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    counting = PageCountingStore(store, whole=False)
+    reader = BlockStore(
+        counting, len(data), "zstd", DiskCache(tmp_path, 64 << 20, 0.0), cipher=CIPHER
+    )
+    try:
+        got = await reader.load_range(44, 0, len(data), 2 * PAGE + 7, 2 * PAGE + 5000)
+        assert got == data[2 * PAGE + 7 : 2 * PAGE + 5000]
+        assert counting.ranges  # from the store
+        assert not path.exists()  # the bad copy is gone
+    finally:
+        await reader.close()
+
+
+@async_test
+async def test_the_page_cache_stays_within_its_limit(store):
+    data = mixed_block(16)
+    await put_block(store, 45, data, "zstd", CIPHER)
+    bs = BlockStore(store, len(data), "zstd", None, cipher=CIPHER, page_memory_limit=3 * PAGE)
+    try:
+        for i in range(16):
+            start = i * PAGE + 100
+            assert (
+                await bs.load_range(45, 0, len(data), start, start + 10) == data[start : start + 10]
+            )
+            assert bs._pages_used <= 3 * PAGE
+            assert sum(len(p) for p in bs._pages.values()) == bs._pages_used
+        assert len(bs._pages) == 3
+        assert bs._mem_used == 0  # random reads do not fill the block cache
+    finally:
+        await bs.close()
+
+
+@async_test
+async def test_a_block_decoded_in_memory_serves_random_reads_without_io(store):
+    data = mixed_block(4)
+    await put_block(store, 46, data, "zstd", CIPHER)
+    counting = PageCountingStore(store)
+    bs = BlockStore(counting, len(data), "zstd", None, cipher=CIPHER)
+    try:
+        await bs.load(46, 0, len(data))
+        assert await bs.load_range(46, 0, len(data), 70_000, 70_010) == data[70_000:70_010]
+        assert counting.ranges == [] and counting.gets == 1
+    finally:
+        await bs.close()
+
+
+@pytest.mark.parametrize(("compression", "cipher"), VOLUMES, ids=VOLUME_IDS)
+@async_test
+async def test_v1_blocks_still_load_whole_and_by_range(store, compression, cipher):
+    data = mixed_block(4) + b"tail"
+    await put_block(store, 47, data, compression, cipher, version=1)
+    bs = BlockStore(store, len(data), compression, None, cipher=cipher)
+    try:
+        assert (
+            await bs.load_range(47, 0, len(data), PAGE + 3, PAGE + 3000)
+            == data[PAGE + 3 : PAGE + 3000]
+        )
+        assert await bs.load_range(47, 0, len(data), len(data) - 4, len(data)) == b"tail"
+        assert await bs.load(47, 0, len(data)) == data
+    finally:
+        await bs.close()
+
+
+@pytest.mark.parametrize(("compression", "cipher"), VOLUMES, ids=VOLUME_IDS)
+@async_test
+async def test_a_truncated_object_fails_the_pages_it_lost(store, compression, cipher):
+    data = mixed_block(4)
+    key = block_key(48, 0, len(data))
+    raw = encode_block(data, compression, cipher, key)
+    layout = read_layout(raw, key)
+    await store.put(key, bytes(raw[: layout.bounds[3] + 10]))  # page 3 cut short
+    bs = BlockStore(store, len(data), compression, None, cipher=cipher)
+    try:
+        with pytest.raises(BlockCorrupt, match=key) as exc:
+            await bs.load(48, 0, len(data))
+        assert exc.value.pages == (3,)
+        with pytest.raises(BlockCorrupt, match=f"{key}.*page 3"):
+            await bs.load_range(48, 0, len(data), 3 * PAGE + 100, 3 * PAGE + 200)
+        assert await bs.load_range(48, 0, len(data), 100, 200) == data[100:200]
+    finally:
+        await bs.close()
+    await store.put(key, bytes(raw[: layout.bounds[2]]))  # pages 2 and 3 gone
+    bs = BlockStore(store, len(data), compression, None, cipher=cipher)
+    try:
+        with pytest.raises(BlockCorrupt, match=f"{key}.*truncated"):
+            await bs.load_range(48, 0, len(data), 3 * PAGE + 100, 3 * PAGE + 200)
     finally:
         await bs.close()

@@ -112,6 +112,26 @@ def test_file_deleted_behind_the_caches_back_is_a_miss(tmp_path):
     assert c.used == 0
 
 
+def test_get_range_reads_only_the_bytes_asked_for(tmp_path, monkeypatch):
+    c = DiskCache(tmp_path, 1 << 20, min_free=0.0)
+    data = os.urandom(100_000)
+    c.put("a", data)
+    c.put("b", b"b")
+    asked = []
+    real_pread = os.pread
+    monkeypatch.setattr(
+        cache_module.os, "pread", lambda fd, n, at: asked.append((n, at)) or real_pread(fd, n, at)
+    )
+    assert c.get_range("a", 70_000, 70_100) == data[70_000:70_100]
+    assert c.get_range("a", 99_990, 200_000) == data[99_990:]  # short at the end
+    assert asked == [(100, 70_000), (200_000 - 99_990, 99_990)]
+    assert c.get_range("missing", 0, 10) is None
+    assert list(c._index) == ["b", "a"]  # a range read counts as a use
+    os.unlink(c.dir / "a")
+    assert c.get_range("a", 0, 10) is None
+    assert c.used == 1
+
+
 def test_racing_puts_of_one_key_count_its_bytes_once(tmp_path, monkeypatch):
     """Two pool threads caching the same block: `used` must still equal the bytes on disk."""
     c = DiskCache(tmp_path, 1 << 20, min_free=0.0)
