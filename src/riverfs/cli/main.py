@@ -188,6 +188,25 @@ def _ensure_default_volume() -> str:
     help="Seconds between session heartbeats (a mount silent for 5 is cleaned up).",
 )
 @click.option(
+    "--compact-slices",
+    default=16,
+    show_default=True,
+    help="Rewrite a chunk in the background once that merges this many of its slices (or "
+    "once it stores 2x what it shows); 0: no compaction while mounted.",
+)
+@click.option(
+    "--compact-rate",
+    default="32M",
+    show_default=True,
+    help="Bytes per second compaction may rewrite (0: unlimited).",
+)
+@click.option(
+    "--compact-delay",
+    default=10.0,
+    show_default=True,
+    help="Seconds the slices a compaction replaced are kept for reads in flight.",
+)
+@click.option(
     "--key-file", type=click.Path(path_type=Path), help="Passphrase file (encrypted volumes)."
 )
 @click.option("--ready-fd", type=int, hidden=True)
@@ -223,6 +242,9 @@ def _mount(
     writeback_cache,
     debug,
     heartbeat,
+    compact_slices,
+    compact_rate,
+    compact_delay,
     key_file,
     ready_fd,
     passphrase,
@@ -250,6 +272,9 @@ def _mount(
         writeback=writeback,
         writeback_cache=writeback_cache,
         heartbeat=max(heartbeat, 0.1),
+        compact_slices=max(compact_slices, 0),
+        compact_rate=parse_size(compact_rate),
+        compact_delay=max(compact_delay, 0.0),
     )
     if background:
         argv = [
@@ -267,6 +292,12 @@ def _mount(
             str(entry_timeout),
             "--heartbeat",
             str(heartbeat),
+            "--compact-slices",
+            str(compact_slices),
+            "--compact-rate",
+            compact_rate,
+            "--compact-delay",
+            str(compact_delay),
         ]
         argv += ["--read-only"] * read_only + ["--debug"] * debug + ["--writeback"] * writeback
         argv += ["--writeback-cache"] * writeback_cache

@@ -6,7 +6,9 @@ mount drops the kernel's cached entries and attributes for them (vfs/watcher.py)
 
 Text form, small enough for a NOTIFY payload: `<session>|<event>;<event>...` where an event is
 `e<parent>/<hex name>` (a directory entry appeared, vanished or changed), `a<inode>`
-(attributes changed), `d<inode>` (contents changed), `u<inode>` (its last link went away:
+(attributes changed), `d<inode>` (contents changed), `s<inode>` (its slices were laid out anew
+with the same contents, by compaction: a mount drops its chunk views, which name slices that
+will be deleted, but keeps the kernel's pages), `u<inode>` (its last link went away:
 a mount that still has it open must claim it) or `l<inode>` (a lock on it was released or
 changed: a mount waiting for a lock there tries again). A reader skips kinds it does not
 know, so older mounts ignore newer events.
@@ -22,7 +24,7 @@ MAX_PAYLOAD = 7000  # PostgreSQL's NOTIFY limit is 8000 bytes
 
 @dataclass(slots=True, frozen=True)
 class Change:
-    kind: str  # "e" entry, "a" attributes, "d" data, "u" unlinked, "l" lock released
+    kind: str  # "e" entry, "a" attributes, "d" data, "s" slices, "u" unlinked, "l" lock released
     inode: int  # the inode (for "e": the parent directory)
     name: bytes = b""
 
@@ -44,6 +46,10 @@ class Changes:
 
     def data(self, inode: int) -> None:
         self.items[Change("d", inode)] = None
+
+    def slices(self, inode: int) -> None:
+        """The inode's chunks name other slices now, showing the same bytes (compaction)."""
+        self.items[Change("s", inode)] = None
 
     def unlinked(self, inode: int) -> None:
         self.items[Change("u", inode)] = None
@@ -85,7 +91,7 @@ def parse_payload(payload: str) -> tuple[int, list[Change]]:
             if text.startswith("e"):
                 parent, _, name = text[1:].partition("/")
                 changes.append(Change("e", int(parent), bytes.fromhex(name)))
-            elif text[:1] in ("a", "d", "u", "l"):
+            elif text[:1] in ("a", "d", "s", "u", "l"):
                 changes.append(Change(text[0], int(text[1:])))
         except ValueError:
             continue

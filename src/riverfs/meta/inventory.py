@@ -1,4 +1,6 @@
-"""Whole-volume scans for the maintenance tools (gc, fsck): every chunk, node and entry.
+"""Whole-volume scans for the maintenance tools (gc, fsck): every chunk, node and entry; and
+the metadata side of compaction (vfs/compact.py): reading a chunk with its file's length,
+swapping its records, giving a compaction's lease back.
 
 Each scan pages through its table in key order, one short read transaction a page, so a scan
 of a large volume never holds a transaction (or memory for the whole table) for long.
@@ -10,11 +12,16 @@ import stat
 from collections.abc import AsyncIterator
 
 from riverfs.errors import FSError, RiverError
-from riverfs.meta.engine import _ATTR_COLS, Meta
+from riverfs.meta import inline, refs
+from riverfs.meta.engine import _ATTR_COLS, CHUNK_SIZE, Meta, now_ns
+from riverfs.meta.ranges import _runs, blocks_needed, pieces
 from riverfs.meta.slices import Slice, decode_slices, encode_slices
 from riverfs.meta.types import ROOT_INODE, Attr
 
 PAGE = 1000
+# A compaction recounts the file's stored bytes (st_blocks) from all its chunk rows when it has
+# at most this many (16 GiB); a larger file keeps its count (capped at its length).
+RECOUNT_ROWS = 256
 
 
 async def chunks(meta: Meta) -> AsyncIterator[tuple[int, int, list[Slice]]]:
@@ -130,22 +137,189 @@ async def adopt(meta: Meta, directory: int, name: bytes, inode: int, is_dir: boo
     await meta.db.txn(fn)
 
 
-async def replace_chunk(meta: Meta, inode: int, idx: int, old: list[Slice], new: Slice) -> bool:
-    """Replace a chunk's records `old` by the single slice `new` (compaction), queueing the old
-    slices for deletion. False, changing nothing, if the records are no longer `old`."""
+# ---- compaction (vfs/compact.py) -------------------------------------------------------------
+
+
+async def chunk_for_compaction(
+    meta: Meta, inode: int, idx: int
+) -> tuple[list[Slice], int, dict[int, bytes]] | None:
+    """A chunk's records, its file's length and the stored blocks of its inline slices
+    (meta/inline.py), read together; None if the chunk has no row (or the file is gone)."""
 
     async def fn(tx):
-        row = await tx.one("SELECT slices FROM chunks WHERE inode = ? AND idx = ?", inode, idx)
-        if row is None or decode_slices(bytes(row[0])) != old:
-            return False
-        await tx.run(
-            "UPDATE chunks SET slices = ? WHERE inode = ? AND idx = ?",
-            encode_slices([new]),
+        row = await tx.one(
+            "SELECT c.slices, n.length FROM chunks c JOIN nodes n ON n.inode = c.inode"
+            " WHERE c.inode = ? AND c.idx = ?",
             inode,
             idx,
         )
-        await meta._queue_slices(tx, [s for s in old if s.id != new.id])
-        tx.changes.data(inode)
+        if row is None:
+            return None
+        records = decode_slices(bytes(row[0]))
+        small = {s.id for s in records if s.id and s.size <= inline.MAX_INLINE}
+        return records, int(row[1]), (await inline.load(tx, small) if small else {})
+
+    return await meta.db.txn(fn, write=False)
+
+
+async def queue_unless_taken(meta: Meta, slice_id: int, size: int, after: float) -> None:
+    """Queue slice `slice_id` for deletion `after` seconds from now, unless `replace_chunk`
+    takes it first. A compaction queues its new slice so before storing a block of it: if it
+    crashes or gives up, the deleter removes the blocks; and the queue row tells a retried
+    replace (whose first COMMIT's answer was lost) that it committed already."""
+    due = now_ns() + int(after * 1e9)
+    await meta.db.txn(
+        lambda tx: tx.run(
+            "INSERT INTO pending_deletes (slice, size, queued) VALUES (?, ?, ?)",
+            slice_id,
+            size,
+            due,
+        )
+    )
+
+
+async def replace_chunk(
+    meta: Meta,
+    inode: int,
+    idx: int,
+    old: list[Slice],
+    new: list[Slice],
+    *,
+    block_size: int,
+    fresh: int = 0,
+    delay: float = 0.0,
+) -> bool:
+    """Replace a chunk's records `old` by `new`, which show the same bytes (compaction);
+    `fresh`: the new slice `new` names (queued by `queue_unless_taken`), 0 if none.
+
+    Records committed after `old` was read (writes and truncates append theirs) stay after
+    `new`: they win over it exactly as they won over `old`. False, changing nothing but making
+    `fresh` due for deletion, if the row no longer begins with `old` (a hole was punched, a
+    copy landed, the file was truncated below the chunk or deleted, or another mount compacted
+    it) or, with nothing appended, if the file no longer reaches the end of `new`'s data.
+
+    The slices the row named and names no more are let go by the reference rules of
+    meta/refs.py (a shared slice only loses a count), and the blocks of an unshared slice that
+    the row still names but no longer needs are queued: none of them is deleted sooner than
+    `delay` seconds from now (readers on this mount and others may still be reading them).
+    The file's stored bytes (st_blocks) are recounted from its chunk rows. The node row is
+    always written, so that a copy_file_range out of this chunk, which writes it too, collides
+    with the swap on PostgreSQL instead of missing it."""
+    t = now_ns()
+    due = t + int(delay * 1e9)
+
+    async def fn(tx):
+        intent = None
+        if fresh:
+            intent = await tx.one("SELECT id FROM pending_deletes WHERE slice = ?", fresh)
+        row = await tx.one("SELECT slices FROM chunks WHERE inode = ? AND idx = ?", inode, idx)
+        records = decode_slices(bytes(row[0])) if row is not None else None
+        if fresh and intent is None:  # an earlier try committed (or gave up) already
+            return records is not None and any(s.id == fresh for s in records)
+        attr = await meta._attr(tx, inode)
+        later = records[len(old) :] if records is not None else []
+        end = idx * CHUNK_SIZE + max((s.end for s in new if s.id), default=0)
+        if (
+            records is None
+            or records[: len(old)] != old
+            or attr is None
+            or (not later and attr.size < end)
+        ):
+            if intent is not None:
+                await tx.run("UPDATE pending_deletes SET queued = ? WHERE id = ?", t, intent[0])
+            return False
+        if intent is not None:
+            await tx.run("DELETE FROM pending_deletes WHERE id = ?", intent[0])
+        after_records = [*new, *later]
+        if after_records:
+            await tx.run(
+                "UPDATE chunks SET slices = ? WHERE inode = ? AND idx = ?",
+                encode_slices(after_records),
+                inode,
+                idx,
+            )
+        else:
+            await tx.run("DELETE FROM chunks WHERE inode = ? AND idx = ?", inode, idx)
+        before = {(s.id, s.size) for s in records if s.id}
+        after = {(s.id, s.size) for s in after_records if s.id and s.id != fresh}
+        deltas = {sid: (size, -1) for sid, size in before - after}
+        kept = dict(before & after)
+        if deltas or kept:
+            counts = await refs.counts(tx, {*deltas, *kept})
+            await refs.change(tx, counts, deltas, due)
+            for sid, size in kept.items():
+                if counts[sid] != 1:
+                    continue  # shared: its other rows may need any of its blocks
+                gone = blocks_needed([s for s in records if s.id == sid], block_size)
+                gone -= blocks_needed([s for s in after_records if s.id == sid], block_size)
+                for first, last in _runs(sorted(gone)):
+                    await refs.queue_blocks(tx, sid, size, first, last, due)
+        stored = await _recount(tx, attr, idx, after_records)
+        await tx.defer("UPDATE nodes SET stored = ? WHERE inode = ?", stored, inode)
+        await meta._count(tx, used=stored - attr.stored)
+        tx.changes.slices(inode)
         return True
 
     return await meta.db.txn(fn)
+
+
+async def _recount(tx, attr: Attr, idx: int, new: list[Slice]) -> int:
+    """The file's stored bytes with chunk `idx` showing `new`: what its pieces cover (data
+    and allocated space), as meta/ranges.py counts them; the old count for a large file."""
+    rows = await tx.all(
+        "SELECT idx, slices FROM chunks WHERE inode = ? LIMIT ?", attr.inode, RECOUNT_ROWS + 1
+    )
+    if len(rows) > RECOUNT_ROWS:
+        return attr.stored
+    total = 0
+    for i, blob in rows:
+        records = new if i == idx else decode_slices(bytes(blob))
+        total += sum(p.length for p in pieces(records, attr.size - i * CHUNK_SIZE))
+    if not total and any(i != idx or new for i, _ in rows):
+        total = 1  # records hidden by holes remain: freeing the file must find them
+    return min(total, attr.size)
+
+
+async def give_back_lease(meta: Meta, name: str) -> None:
+    """Drop lease `name` if this session holds it (a compaction's lease, once done)."""
+    await meta.db.txn(
+        lambda tx: tx.run(
+            "DELETE FROM leases WHERE name = ? AND session = ?", name, meta.session_id
+        )
+    )
+
+
+# ---- the delete queues, as the deleter drains them (vfs/deleter.py) --------------------------
+# `queued` is when an entry may go: the time it was queued, or later for the slices a
+# compaction replaced (readers may still be reading them) and for a compaction's new slice
+# (deleted only if the compaction never swaps it in).
+
+
+async def due_deletes(meta: Meta, limit: int, now: int | None) -> list[tuple[int, int, int]]:
+    """Oldest queued slice deletes due at `now` (None: all): (queue id, slice id, size)."""
+    cutoff = (1 << 63) - 1 if now is None else now
+    return await meta.db.txn(
+        lambda tx: tx.all(
+            "SELECT id, slice, size FROM pending_deletes WHERE queued <= ? ORDER BY id LIMIT ?",
+            cutoff,
+            limit,
+        ),
+        write=False,
+    )
+
+
+async def due_block_deletes(
+    meta: Meta, limit: int, now: int | None
+) -> list[tuple[int, int, int, int, int]]:
+    """Oldest queued block deletes due at `now` (None: all): (queue id, slice id, slice size,
+    first, last block)."""
+    cutoff = (1 << 63) - 1 if now is None else now
+    return await meta.db.txn(
+        lambda tx: tx.all(
+            "SELECT id, slice, size, first_block, last_block FROM pending_block_deletes"
+            " WHERE queued <= ? ORDER BY id LIMIT ?",
+            cutoff,
+            limit,
+        ),
+        write=False,
+    )

@@ -3,7 +3,10 @@
 Deleting a file only queues its slices (meta.pending_deletes; a punched hole queues blocks in
 pending_block_deletes); this task drains those queues in batches, so unlink never waits for the
 store and a crash never loses track of garbage. Only the mount holding the volume's background
-lease runs it (`active`, set by vfs/session.py).
+lease runs it (`active`, set by vfs/session.py). An entry waits until it is due (its `queued`
+time): the slices a compaction replaced are due some seconds after the swap, so that reads
+in flight on any mount finish first (vfs/compact.py). `gc --delete`, with nothing mounted,
+drains everything.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import asyncio
 import logging
 
 from riverfs.chunk.store import BlockStore
-from riverfs.meta import Meta, refs
+from riverfs.meta import Meta, inventory, refs
+from riverfs.meta.engine import now_ns
 from riverfs.vfs.background import cancel
 
 log = logging.getLogger(__name__)
@@ -37,11 +41,13 @@ class Deleter:
         """Something was queued: run soon."""
         self._wake.set()
 
-    async def drain(self) -> int:
-        """Delete everything queued now; return how many slices were removed (blocks of
-        punched holes are removed too, not counted)."""
+    async def drain(self, everything: bool = False) -> int:
+        """Delete everything queued that is due now (`everything`: all of it, for a volume
+        nothing mounts); return how many slices were removed (blocks of punched holes are
+        removed too, not counted)."""
         done = 0
-        while batch := await self.meta.pending_deletes(BATCH):
+        now = None if everything else now_ns()
+        while batch := await inventory.due_deletes(self.meta, BATCH, now):
             finished = []
             for queue_id, slice_id, size in batch:
                 try:
@@ -54,7 +60,7 @@ class Deleter:
             done += len(finished)
             if len(finished) < len(batch):
                 return done  # the store is failing: try again later
-        while batch := await refs.pending_blocks(self.meta, BATCH):
+        while batch := await inventory.due_block_deletes(self.meta, BATCH, now):
             finished = []
             for queue_id, slice_id, size, first, last in batch:
                 try:

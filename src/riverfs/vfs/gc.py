@@ -63,7 +63,7 @@ async def collect_garbage(
         if delete:
             if not volume.encrypted or volume.keys is not None:  # compaction reads data
                 report.compacted = (await compact_chunks(volume, blocks)).chunks
-            report.pending_deleted = await Deleter(volume.meta, blocks).drain()
+            report.pending_deleted = await Deleter(volume.meta, blocks).drain(everything=True)
         referenced = await inventory.pending_slices(volume.meta)
         async for _inode, _idx, slices in inventory.chunks(volume.meta):
             referenced.update(s.id for s in slices if s.id)

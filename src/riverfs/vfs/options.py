@@ -23,3 +23,9 @@ class MountOptions:
     writeback: bool = False  # stage blocks on local disk, upload in the background
     writeback_cache: bool = False  # the kernel's page cache holds writes (FUSE_WRITEBACK_CACHE)
     doom_grace: float = 3.0  # seconds other mounts have to claim a file deleted elsewhere
+    # Online compaction (vfs/compactor.py): a chunk is rewritten once that merges this many of
+    # its slices (0: never while mounted), or once it stores compact_overlap times what it shows
+    compact_slices: int = 16
+    compact_overlap: float = 2.0
+    compact_rate: int = 32 << 20  # bytes per second of rewritten data (0: unlimited)
+    compact_delay: float = 10.0  # seconds the replaced slices stay for reads in flight

@@ -6,7 +6,8 @@ see meta/changes.py). For each change made by another session, the watcher
 - tells the kernel to forget the directory entry or the inode's attributes (and pages, for a
   content change) through the `Kernel` the FUSE layer provides, so `ls`/`stat` on this host
   show the change at once instead of after the attribute/entry timeout;
-- drops this mount's own cached chunk views of changed files;
+- drops this mount's own cached chunk views of changed files, and of files another mount
+  compacted (their pages in the kernel stay: the bytes did not change);
 - sustains an inode another mount deleted while this mount still has it open (the leader
   frees doomed inodes only after a grace period, so this happens first). Only open handles
   count across mounts; a current directory or O_PATH descriptor here does not keep a file
@@ -118,7 +119,9 @@ class ChangeWatcher:
             if vfs.kernel_knows(c.inode):
                 self.kernel.forget_inode(c.inode, data=c.kind == "d")
             try:
-                if c.kind == "d":
+                # "s" (compaction): the bytes are the same, so the kernel keeps its pages; but
+                # the chunk views here name slices that are about to be deleted.
+                if c.kind in ("d", "s"):
                     await vfs.changed_elsewhere(c.inode)
                 elif c.kind == "u" and vfs.is_open(c.inode):
                     await self._keep_if_deleted(c.inode)
