@@ -36,6 +36,7 @@ from riverfs.vfs.writer import FileWriter
 log = logging.getLogger(__name__)
 
 DAY_NS = 86_400 * 10**9
+FREE_BATCH_DELAY = 0.005  # seconds a forgotten deleted inode waits to be freed with others
 MAX_CACHE_STAMPS = 100_000
 XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.")  # no system.* (POSIX ACLs)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
@@ -67,6 +68,10 @@ class VFS:
         # freed when the last handle closes and the kernel forgets them.
         self._sustained: set[int] = set()
         self._kernel_refs: Counter[int] = Counter()  # FUSE lookup counts
+        # Deleted inodes the kernel just forgot, freed together in one transaction soon
+        # after (an rm -r sends a FORGET per file: one commit each would double its cost).
+        self._forgotten: set[int] = set()
+        self._freeing: asyncio.Task | None = None
         # Committed length of every open file: every change in this mount goes through here,
         # and open refreshes it from metadata (close-to-open), so reads need no query.
         self._lengths: dict[int, int] = {}
@@ -87,6 +92,8 @@ class VFS:
 
     async def stop(self) -> None:
         """Flush every writer, drain deletes, end the session. Called after unmount."""
+        if self._freeing is not None:
+            await self._freeing
         for inode in list(self._writers):
             try:
                 await self._flush(inode)
@@ -173,7 +180,20 @@ class VFS:
             return
         self._kernel_refs.pop(inode, None)
         if inode in self._sustained and not self.handles.is_open(inode):
-            await self._free_sustained(inode)
+            self._sustained.discard(inode)
+            self._forgotten.add(inode)
+            if self._freeing is None or self._freeing.done():
+                self._freeing = asyncio.get_running_loop().create_task(self._free_forgotten())
+
+    async def _free_forgotten(self) -> None:
+        await asyncio.sleep(FREE_BATCH_DELAY)  # let the FORGETs of a burst gather
+        while self._forgotten:
+            batch = [self._forgotten.pop() for _ in range(min(len(self._forgotten), 1000))]
+            try:
+                if await self.meta.release_many(batch):
+                    self.deleter.poke()
+            except FSError as e:  # the session's end (or the next mount's cleanup) frees them
+                log.warning("freeing %d deleted inodes failed: %s", len(batch), e)
 
     async def _free_sustained(self, inode: int) -> None:
         self._sustained.discard(inode)
