@@ -172,10 +172,6 @@ class Layout:
     def page_count(self) -> int:
         return len(self.bounds) - 1
 
-    def pages_of(self, start: int, end: int) -> range:
-        """The pages holding plain bytes [start, end) (`paged` blocks)."""
-        return range(start >> PAGE_SHIFT, ((end - 1) >> PAGE_SHIFT) + 1 if end > start else 0)
-
     def span(self, pages: range) -> tuple[int, int]:
         """The object bytes [lo, hi) that hold `pages`."""
         return self.bounds[pages.start], self.bounds[pages.stop]
