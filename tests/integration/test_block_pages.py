@@ -125,11 +125,6 @@ def test_a_flipped_byte_in_one_page_gives_eio_for_that_page_and_the_rest_reads(e
     assert f"page {DAMAGED}" in log and block_objects(enc)[1].name in log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vfs/reader.py reads sequentially with BlockStore.load, which fails the whole "
-    "block; with BlockStore.load_span instead only the damaged page's range fails",
-)
 def test_a_sequential_read_over_a_damaged_page_fails_only_that_page(enc):
     data = contents(3 * BLOCK)
     write_file(enc, data)

@@ -143,10 +143,8 @@ class FileReader:
                     if jumped:
                         pieces.append(await self.blocks.load_range(seg.id, bi, blen, bo, bo + take))
                     else:
-                        block = await self.blocks.load(seg.id, bi, blen)
-                        if bo or take < blen:
-                            block = memoryview(block)[bo : bo + take]
-                        pieces.append(block)
+                        # the whole block, or (a bad page in it) the range page by page
+                        pieces.append(await self.blocks.load_span(seg.id, bi, blen, bo, bo + take))
                     at += take
                     want -= take
             pos += n
