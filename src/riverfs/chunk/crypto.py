@@ -5,8 +5,8 @@ key derived from the passphrase by scrypt (parameters and salt recorded beside i
 volume settings). Changing the passphrase rewraps the master key; no data is rewritten.
 
 From the master key, HKDF derives what the volume uses:
-- the block key (AES-256-GCM, chunk/block.py): each block gets a random 96-bit nonce and is
-  bound to its object key as associated data;
+- the block key (AES-256-GCM, chunk/block.py): each 64 KiB page of a block gets a random
+  96-bit nonce and is bound to its object key and page index as associated data;
 - the cache-name key (HMAC-SHA256): disk cache file names are keyed hashes of object keys,
   so the cache directory reveals neither paths nor object keys.
 """
