@@ -6,17 +6,23 @@ from a chunk's records (and its file's length) what a compaction would do:
 
 - the chunk's *pieces* (meta/ranges.py: visible data and allocated space, cut at the length)
   are what must survive; holes stay holes (no record), allocated space stays allocated;
-- a piece of at least KEEP_MIN bytes stays where it is when its slice's blocks that the kept
-  pieces need hold at most KEEP_WASTE times their bytes, and so do that slice's smaller
-  pieces within those blocks (a large file with a few patches keeps its large slices; only
-  the patches are copied);
-- every other piece is copied, in chunk order, into one new slice; the chunk's new records
-  are the kept pieces and one record per run of copied bytes.
+- a slice mostly hidden (the blocks its pieces need hold more than KEEP_WASTE times what they
+  show) has its pieces copied; of the others, smallest first: the two smallest once
+  `min_slices` small ones (showing less than a quarter block) crowd the chunk, then each one
+  showing less than TIER times what is copied so far; the rest stay where they are, whole.
+  A large file patched in a few places keeps its large slice and only the patches are
+  copied; a file written sequentially in whole slices is left alone; and, as in a
+  size-tiered LSM tree, a byte is copied again only once what it is merged with has doubled
+  (O(log) copies, not one per compaction);
+- the copied pieces go, in chunk order, into one new slice; the chunk's new records are the
+  kept pieces and one record per run of copied bytes.
 
-It is worth doing when it merges `min_slices` or more slices into one (what reads resolve and
-fetch), or when the chunk stores more than `max_overlap` times the bytes it shows and the
-rewrite frees some of that. A compacted chunk never qualifies again by itself (its copied
-pieces all come from one slice and it stores nothing hidden), so compaction cannot loop.
+It is worth doing when there are `min_slices` small slices to merge (each one is a record to
+resolve and a block to fetch for reads, and a row that grows with every commit), or when the
+chunk stores more than `max_overlap` times the bytes it shows and the rewrite frees some of
+that. Each compaction merges slices or frees space, so compacting again and again without
+new writes ends; in practice a compacted chunk does not qualify again (its small slices are
+tiers of at least doubling size: fewer than 16 fit below a quarter block).
 
 `compact_chunk` carries a plan out: it reads the records and the length in one transaction,
 queues the new slice for deletion in an hour (so a crash or a failed swap leaves no garbage for
@@ -51,8 +57,8 @@ log = logging.getLogger(__name__)
 
 MIN_SLICES = 16  # merging this many slices into one is worth a rewrite
 MAX_OVERLAP = 2.0  # ... and so is storing more than this many times the bytes shown
-KEEP_MIN = 1 << 20  # a piece this long may stay where it is ...
-KEEP_WASTE = 1.5  # ... if its slice's needed blocks hold at most this many times its bytes
+KEEP_WASTE = 1.5  # a slice whose needed blocks hold at most this many times what it shows
+TIER = 2.0  # ... stays where it is if it shows this many times what is copied (or more)
 MIN_SAVING = 1 << 20  # an overlap rewrite frees at least this much (or half of what it stores)
 ABANDON_AFTER = 3600.0  # s: a compaction that never swapped: the deleter removes its slice
 UPLOAD_WAIT = 120.0  # s a write-back mount waits for the new slice's upload before giving up
@@ -109,21 +115,36 @@ def plan(
         if p.id:
             shown.setdefault(p.id, []).append(p)
     copy: list[Slice] = []
+    copied = 0  # distinct slices copied
     stored_after = 0
+    # Mostly hidden slices are copied. Of the others (their blocks hold little more than
+    # they show), smallest first: the two smallest once min_slices small ones crowd the
+    # chunk, then each showing less than TIER times what is copied so far; the rest stay.
+    intact: list[tuple[int, int, list[Slice]]] = []  # (bytes shown, blocks held, pieces)
     for group in shown.values():
-        big = [p for p in group if p.length >= KEEP_MIN]
-        held = block_bytes(big, big[0].size, block_size) if big else 0
-        if big and held <= KEEP_WASTE * sum(p.length for p in big):
-            # The slice stays: so do its small pieces within the blocks kept anyway.
-            blocks = blocks_needed(big, block_size)
-            for p in group:
-                if p.length >= KEEP_MIN or blocks_needed([p], block_size) <= blocks:
-                    keep.append(p)
-                else:
-                    copy.append(p)
-            stored_after += held
+        seen = sum(p.length for p in group)
+        held = block_bytes(group, group[0].size, block_size)
+        if held <= KEEP_WASTE * seen:
+            intact.append((seen, held, group))
         else:
             copy += group
+            copied += 1
+    size = sum(p.length for p in copy)
+    intact.sort(key=lambda item: item[0])
+    small = block_size // 4
+    crowded = sum(1 for group in shown.values() if sum(p.length for p in group) < small) >= max(
+        min_slices, 2
+    )
+    started = 0  # small slices taken to start a merge
+    for seen, held, group in intact:
+        if (crowded and seen < small and started < 2) or seen < TIER * size:
+            started += 1
+            copy += group
+            copied += 1
+            size += seen
+        else:
+            keep += group
+            stored_after += held
     copy.sort(key=lambda p: p.pos)
     stored_after += sum(p.length for p in copy)
     named: dict[int, list[Slice]] = {}
@@ -132,9 +153,9 @@ def plan(
             named.setdefault(r.id, []).append(r)
     stored_before = sum(block_bytes(rs, rs[0].size, block_size) for rs in named.values())
     visible = sum(p.length for ps_ in shown.values() for p in ps_)
-    merges = len({p.id for p in copy})
+    merges = copied
     saving = stored_before - stored_after
-    worth = merges >= max(min_slices, 2) or (
+    worth = crowded or (
         stored_before > max_overlap * visible
         and saving > 0
         and saving >= min(MIN_SAVING, stored_before // 2)

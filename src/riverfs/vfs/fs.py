@@ -24,6 +24,7 @@ from riverfs.meta import Attr, AttrChange, Entry, Meta, VolumeSettings
 from riverfs.meta.engine import now_ns
 from riverfs.objects import StoreError
 from riverfs.vfs import ranges
+from riverfs.vfs.compactor import CompactionSettings, Compactor
 from riverfs.vfs.deleter import Deleter
 from riverfs.vfs.handles import Caller, HandleTable
 from riverfs.vfs.locks import FileLocks
@@ -82,6 +83,17 @@ class VFS:
         )
         self.locks = FileLocks(meta)  # flock and POSIX locks, across every mount
         self.watcher = ChangeWatcher(self)
+        self.compactor = Compactor(  # chunks this mount writes in many pieces, rewritten
+            meta,
+            blocks,
+            CompactionSettings(
+                min_slices=0 if options.read_only else options.compact_slices,
+                max_overlap=options.compact_overlap,
+                rate=options.compact_rate,
+                delay=options.compact_delay,
+            ),
+            self.reader.invalidate,
+        )
 
     # ---- life cycle -----------------------------------------------------------------------
 
@@ -89,11 +101,13 @@ class VFS:
         await self.session.start(mountpoint)
         self.deleter.start()
         self.watcher.start()
+        self.compactor.start()
 
     async def stop(self) -> None:
         """Flush every writer, drain deletes, end the session. Called after unmount."""
         if self._freeing is not None:
             await self._freeing
+        await self.compactor.stop()
         for inode in list(self._writers):
             try:
                 await self._flush(inode)
@@ -137,6 +151,7 @@ class VFS:
     async def _flush(self, inode: int) -> None:
         w = self._writers.get(inode)
         if w is not None and w.dirty:
+            chunks = {s.index for s in w.slices}  # what this commit writes, for the compactor
             try:
                 attr = await w.flush()
             finally:
@@ -144,6 +159,7 @@ class VFS:
             if attr is not None:
                 self._keep_cache(attr)  # the kernel's pages hold exactly what we committed
                 self._note_length(attr)
+                self.compactor.touched(inode, chunks)
 
     def _note_length(self, attr: Attr) -> None:
         if attr.inode in self._lengths:
