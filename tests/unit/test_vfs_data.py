@@ -409,3 +409,36 @@ async def test_deleter_keeps_queued_slices_while_the_store_fails_and_retries(tmp
         assert await vfs.deleter.drain() == 1
         assert await keys(env.store, "chunks/") == []
         assert await env.meta.pending_deletes(10) == []
+
+
+@async_test
+async def test_a_read_through_a_stale_view_of_deleted_slices_reloads_the_view(tmp_path):
+    """Another mount compacted the chunk and deleted the old slices, and this mount did not
+    hear of it: the missing object makes the read reload the chunk's records once."""
+    from riverfs.meta.slices import Slice, encode_slices
+
+    async with vfs_env(tmp_path, block_size=BS) as env:
+        vfs = env.vfs
+        fh, inode = await env.create(b"f")
+        data = os.urandom(3 * BS + 5)
+        await vfs.write(fh, 0, data[: BS + 1])
+        await vfs.flush(fh)
+        await vfs.write(fh, BS + 1, data[BS + 1 :])
+        await vfs.flush(fh)
+        assert await vfs.read(fh, 0, len(data)) == data  # the view is cached now
+        old = await env.meta.read_chunk(inode, 0)
+        sid = await env.meta.next_slice_id()
+        for i in range(0, len(data), BS):
+            await vfs.blocks.save(sid, i // BS, data[i : i + BS])
+        row = encode_slices([Slice(0, sid, len(data), 0, len(data))])
+        await env.meta.db.txn(
+            lambda tx: tx.run("UPDATE chunks SET slices = ? WHERE inode = ?", row, inode)
+        )
+        for s in old:
+            await vfs.blocks.remove_slice(s.id, s.size)
+        assert await vfs.read(fh, 0, len(data)) == data
+        await vfs.blocks.remove_slice(sid, len(data))  # now really gone: EIO, not wrong bytes
+        with pytest.raises(FSError) as e:
+            await vfs.read(fh, 0, len(data))
+        assert e.value.errno == errno.EIO
+        await vfs.release(fh)

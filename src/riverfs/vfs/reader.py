@@ -15,6 +15,7 @@ from riverfs.chunk.block import CHUNK_SIZE, BlockCorrupt, block_key, decode_bloc
 from riverfs.chunk.store import BlockStore
 from riverfs.meta import Meta
 from riverfs.meta.slices import Slice, visible_segments
+from riverfs.objects import ObjectNotFound
 
 MAX_VIEWS = 4096
 MAX_WINDOW_BLOCKS = 8
@@ -114,7 +115,22 @@ class FileReader:
         self, inode: int, offset: int, size: int, length: int, state: ReadState | None = None
     ) -> list[bytes | memoryview]:
         """`read` as the buffers the bytes live in (views of cached blocks, no copy): what a
-        FUSE reply writes out with one writev."""
+        FUSE reply writes out with one writev.
+
+        A block missing from the store may be a slice replaced (compaction elsewhere) and
+        deleted since this mount cached the chunk's view: the view is reloaded and the read
+        tried once more before the error stands."""
+        try:
+            return await self._read_pieces(inode, offset, size, length, state)
+        except BlockCorrupt as e:
+            if not isinstance(e.__cause__, ObjectNotFound):
+                raise
+            self.invalidate(inode)
+            return await self._read_pieces(inode, offset, size, length, state)
+
+    async def _read_pieces(
+        self, inode: int, offset: int, size: int, length: int, state: ReadState | None
+    ) -> list[bytes | memoryview]:
         end = min(offset + size, length)
         # A handle jumping around reads only the pages it needs, not whole blocks.
         jumped = state is not None and offset not in (0, state.next_offset)

@@ -138,10 +138,12 @@ class ChangeWatcher:
 
     async def _resync(self) -> None:
         """Notifications may have been missed: drop cached attributes of what the kernel
-        knows, and sustain deleted inodes still in use here."""
+        knows, and chunk views and lengths of open files (a missed compaction swap would
+        leave a view naming deleted slices), and sustain deleted inodes still in use here."""
         if self.vfs.meta.cache is not None:
             self.vfs.meta.cache.clear()
         for inode in self.vfs.known_inodes()[:MAX_RESYNC]:
             self.kernel.forget_inode(inode, data=False)
         for inode in self.vfs.open_inodes():
+            await self.vfs.changed_elsewhere(inode)
             await self._keep_if_deleted(inode)
