@@ -28,7 +28,14 @@ log = logging.getLogger(__name__)
 READDIR_PAGE = 128
 DOT_COOKIES = 2  # "." and ".." take readdir cookies 1 and 2
 BLKSIZE = 128 << 10
-RENAME_FLAGS = 1 | 2 | 4  # RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT
+# Every FATTR_* bit the protocol defines (up to 7.39): FH and LOCKOWNER only say which fields
+# are filled in, the others name what changes; an unknown bit is refused, never ignored.
+SETATTR_VALID = (
+    p.FATTR_MODE | p.FATTR_UID | p.FATTR_GID | p.FATTR_SIZE | p.FATTR_ATIME | p.FATTR_MTIME
+    | p.FATTR_FH | p.FATTR_ATIME_NOW | p.FATTR_MTIME_NOW | p.FATTR_LOCKOWNER | p.FATTR_CTIME
+    | p.FATTR_KILL_SUIDGID
+)  # fmt: skip
+RENAME_FLAGS = 1 | 2  # RENAME_NOREPLACE | RENAME_EXCHANGE; RENAME_WHITEOUT (4): EINVAL
 
 
 def _name(body: memoryview, start: int = 0) -> bytes:
@@ -182,6 +189,8 @@ class Operations:
     async def setattr(self, req: Request, body: memoryview) -> bytes:
         (valid, _, _fh, size, _owner, atime, mtime, ctime, atime_ns, mtime_ns, ctime_ns, mode, _,
          uid, gid, _) = p.SETATTR_IN.unpack_from(body)  # fmt: skip
+        if valid & ~SETATTR_VALID:
+            raise FSError(errno.EINVAL, f"setattr valid bits {valid & ~SETATTR_VALID:#x}")
         t = now_ns() if valid & (p.FATTR_ATIME_NOW | p.FATTR_MTIME_NOW) else 0
         atime_ns = atime * 1_000_000_000 + atime_ns
         mtime_ns = mtime * 1_000_000_000 + mtime_ns

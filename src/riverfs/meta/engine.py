@@ -85,8 +85,18 @@ def attr_row(attr: Attr) -> tuple:
     )
 
 
+TIME_MIN_NS = -(1 << 63)  # 1677-09-21: times are nanoseconds in a signed 64-bit column
+TIME_MAX_NS = (1 << 63) - 1  # 2262-04-11
+
+
 def now_ns() -> int:
     return time.time_ns()
+
+
+def clamp_time(t: int | None) -> int | None:
+    """A timestamp the databases can store: clamped silently to [1677, 2262], as ext4 clamps
+    times to its own range (`touch -d 2514-01-01` succeeds there too)."""
+    return None if t is None else min(max(t, TIME_MIN_NS), TIME_MAX_NS)
 
 
 def _signed(owner: int) -> int:
@@ -489,8 +499,11 @@ class Meta:
     async def _lookup(self, parent: int, name: bytes) -> Attr:
 
         async def fn(tx):
-            if name == b".":
-                return await self._dir(tx, parent)
+            if name == b".":  # the kernel's export operations find any inode this way
+                attr = await self._must_attr(tx, parent)
+                if attr.nlink == 0:  # a file handle of a deleted file is stale
+                    raise FSError(errno.ENOENT, f"inode {parent} was removed")
+                return attr
             if name == b"..":
                 return await self._must_attr(tx, (await self._dir(tx, parent)).parent)
             # The parent and the entry in one query: a miss needs the parent's state for its
@@ -925,9 +938,9 @@ class Meta:
                 mode,
                 attr.uid if change.uid is None else change.uid,
                 attr.gid if change.gid is None else change.gid,
-                attr.atime if change.atime is None else change.atime,
-                attr.mtime if change.mtime is None else change.mtime,
-                now_ns() if change.ctime is None else change.ctime,
+                attr.atime if change.atime is None else clamp_time(change.atime),
+                attr.mtime if change.mtime is None else clamp_time(change.mtime),
+                now_ns() if change.ctime is None else clamp_time(change.ctime),
                 inode,
             )
             tx.changes.attr(inode)
