@@ -10,6 +10,12 @@ the store: a block committed in metadata but not uploaded yet is only here.
 After a crash the next mount finds the staged files (their names are the object keys,
 flattened), serves reads of them from here and queues their uploads. Unmount waits until
 everything is uploaded. Staging refuses new blocks (ENOSPC) when its disk is 95% full.
+
+Every mount has a staging area, not only write-back ones: a synchronous mount spills here the
+blocks the store refuses (so fsync can still return 0, the data being durable) and sends its
+blocks here directly while the store is down (`store_down`: set by a failed upload or by a
+mount that started without reaching the store, cleared by the next upload or probe that
+succeeds; one log line each way).
 """
 
 from __future__ import annotations
@@ -55,10 +61,47 @@ class Staging:
         # sync fails (the writes that needed it fail with it), uploads carry on.
         self._broken: FSError | None = None
         self.failures = 0  # upload attempts that failed (retried)
+        self.store_down = False  # the last upload (or probe) failed: degraded until one works
+        self._probe: asyncio.Task | None = None
 
-    def start(self) -> None:
+    def start(self, probe_key: str | None = None) -> None:
+        """Start the upload workers; with `probe_key` (the store was unreachable at mount),
+        also try to read that object with backoff until the store answers."""
         loop = asyncio.get_running_loop()
         self._workers = [loop.create_task(self._work()) for _ in range(self._concurrency)]
+        if probe_key is not None:
+            self.store_down = True
+            self._probe = loop.create_task(self._wait_for_store(probe_key))
+
+    async def _wait_for_store(self, key: str) -> None:
+        delay = 0.5
+        while self.store_down:
+            try:
+                await self.store.head(key)
+            except Exception as e:
+                log.debug("store still unreachable: %s", e)
+                await asyncio.sleep(delay * (1 + random.random() / 2))
+                delay = min(delay * 2, MAX_BACKOFF)
+            else:
+                self.note_store_up()
+
+    def note_store_down(self, cause: BaseException) -> None:
+        """An upload failed: the mount is degraded (blocks go here) until one succeeds."""
+        if not self.store_down:
+            self.store_down = True
+            log.warning(
+                "store unreachable (%s): degraded, writes are staged in %s and uploaded "
+                "when it is back",
+                cause,
+                self.dir,
+            )
+
+    def note_store_up(self) -> None:
+        if self.store_down:
+            self.store_down = False
+            log.warning(
+                "store reachable again: no longer degraded (%d blocks to upload)", self.waiting
+            )
 
     @property
     def waiting_bytes(self) -> int:
@@ -173,11 +216,13 @@ class Staging:
             try:
                 raw = await loop.run_in_executor(None, path.read_bytes)
                 await self.store.put(key, raw)
+                self.note_store_up()
                 break
             except FileNotFoundError:
                 break  # discarded
             except Exception as e:
                 self.failures += 1
+                self.note_store_down(e)
                 log.warning("upload of staged %s failed (retrying in %.0fs): %s", key, delay, e)
             wait = delay * (1 + random.random() / 2)
             try:  # draining (unmount): a long backoff shrinks to a short one
@@ -199,6 +244,8 @@ class Staging:
             self._hurry.clear()
 
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)

@@ -17,6 +17,7 @@ CPU work (checksums, compression, encryption) and cache file I/O run in a small 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,7 @@ from riverfs.chunk.block import (
 )
 from riverfs.chunk.cache import DiskCache
 from riverfs.chunk.staging import Staging
+from riverfs.errors import FSError
 from riverfs.objects import InvalidRange, ObjectNotFound, ObjectStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -398,19 +400,46 @@ class BlockStore:
     # ---- writing and deleting -------------------------------------------------------------
 
     async def save(self, slice_id: int, index: int, data: bytes | bytearray) -> None:
-        """Encode and upload one block; cache its stored form."""
+        """Encode and upload one block; cache its stored form.
+
+        A synchronous mount whose store cannot be reached (it failed after its retries, or
+        staging knows it is down) stages the block instead: durable after `make_durable`,
+        uploaded when the store is back. FSError EIO if staging cannot take it either.
+        """
         key = block_key(slice_id, index, len(data))
         raw = await self._code(self._encode, data, key)
         if self.writeback:
             await self.staging.put(key, raw)  # durable here; uploaded in the background
+        elif self.staging is not None and self.staging.store_down:
+            await self._spill(key, raw, None)
         else:
-            await self.store.put(key, raw)
+            try:
+                await self.store.put(key, raw)
+            except StoreError as e:
+                if self.staging is None or not e.retryable:
+                    raise
+                self.staging.note_store_down(e)
+                await self._spill(key, raw, e)
         if self.cache is not None:
             await self._run(self.cache.put, key, raw)
 
+    async def _spill(self, key: str, raw: bytes, cause: StoreError | None) -> None:
+        try:
+            await self.staging.put(key, raw)
+        except FSError as e:
+            why = f"the store failed ({cause})" if cause else "the store is unreachable"
+            raise FSError(errno.EIO, f"{why} and staging refused {key}: {e}") from e
+
+    @property
+    def degraded(self) -> bool:
+        """True while the store is unreachable (blocks are staged, reads miss what is not
+        cached or staged)."""
+        return self.staging is not None and self.staging.store_down
+
     async def make_durable(self) -> None:
-        """Every block saved so far survives a crash (write-back: fsync the staged files)."""
-        if self.writeback:
+        """Every block saved so far survives a crash: fsync the staged files (write-back, or
+        blocks a synchronous mount spilled while the store was down)."""
+        if self.staging is not None:
             await self.staging.sync()
 
     async def remove_slice(self, slice_id: int, size: int) -> None:

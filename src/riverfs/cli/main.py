@@ -304,7 +304,7 @@ def _mount(
         secrets = {"meta_url": daemon.with_meta_password(meta_url)}
         if key_file is not None:
             argv += ["--key-file", os.path.abspath(key_file)]
-        elif asyncio.run(_is_encrypted(meta_url)):  # ask here: the daemon has no terminal
+        elif asyncio.run(_is_encrypted(meta_url, cache_dir)):  # ask here: the daemon has no tty
             secrets["passphrase"] = read_passphrase(None)
         log_path = cache_dir / "mount.log"
         pid = daemon.spawn_background(argv, log_path, secrets)
@@ -317,7 +317,7 @@ def _mount(
     _setup_logging(debug, logging.INFO)
 
     async def run() -> None:
-        volume = await open_volume(meta_url)
+        volume = await open_volume(meta_url, cache_dir)
         try:
             volume.unlock(lambda: passphrase or read_passphrase(key_file))
             os.environ.pop(ENV, None)  # no longer needed: keep it from child processes
@@ -340,10 +340,10 @@ def _mount(
     asyncio.run(run())
 
 
-async def _is_encrypted(meta_url: str) -> bool:
+async def _is_encrypted(meta_url: str, cache_dir: Path | None = None) -> bool:
     from riverfs.vfs.volume import open_volume
 
-    volume = await open_volume(meta_url)
+    volume = await open_volume(meta_url, cache_dir)
     try:
         return volume.encrypted
     finally:

@@ -15,9 +15,10 @@ from riverfs.chunk.store import BlockStore
 from riverfs.errors import RiverError
 from riverfs.fuse import session as fuse_session
 from riverfs.fuse.operations import Operations
+from riverfs.objects.urls import redact_url
 from riverfs.vfs.fs import VFS
 from riverfs.vfs.options import MountOptions
-from riverfs.vfs.volume import Volume
+from riverfs.vfs.volume import SETTINGS_KEY, Volume
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +106,20 @@ def build_vfs(volume: Volume, options: MountOptions) -> VFS:
             options.cache_min_free,
             name_of=keys.cache_name if keys is not None else None,
         )
-    staging = None
-    staging_dir = options.cache_dir / settings.uuid / "staging"
-    if options.writeback or (staging_dir.is_dir() and any(staging_dir.iterdir())):
-        staging = Staging(staging_dir, volume.store, options.upload_concurrency)
-        left = staging.resume()
-        if left:
-            log.info("%d blocks staged by an earlier mount: uploading them", left)
-        staging.start()
+    # Every mount stages: write-back always, a synchronous mount what the store refuses.
+    staging = Staging(
+        options.cache_dir / settings.uuid / "staging", volume.store, options.upload_concurrency
+    )
+    left = staging.resume()
+    if left:
+        log.info("%d blocks staged by an earlier mount: uploading them", left)
+    if volume.degraded:
+        log.warning(
+            "store %s unreachable: mounted degraded from the local settings copy; reads come "
+            "from the cache and staging, writes are staged until it is back",
+            redact_url(settings.storage),
+        )
+    staging.start(probe_key=SETTINGS_KEY if volume.degraded else None)
     blocks = BlockStore(
         volume.store,
         settings.block_size,

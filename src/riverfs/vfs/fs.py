@@ -113,6 +113,7 @@ class VFS:
                 await self._flush(inode)
             except FSError as e:
                 log.error("flushing inode %d at unmount failed: %s", inode, e)
+                self._writers[inode].abandon()
         await self.watcher.stop()
         staging = self.blocks.staging
         if staging is not None and staging.waiting:
@@ -325,11 +326,18 @@ class VFS:
         self._note_removed(await self.meta.rmdir(parent, name, self.in_use))
 
     async def rename(
-        self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes, flags: int
+        self,
+        old_parent: int,
+        old_name: bytes,
+        new_parent: int,
+        new_name: bytes,
+        flags: int,
+        caller: Caller = Caller(),
     ) -> None:
+        """rename/renameat2; a RENAME_WHITEOUT's whiteout belongs to `caller`."""
         self._writable()
         replaced = await self.meta.rename(
-            old_parent, old_name, new_parent, new_name, flags, self.in_use
+            old_parent, old_name, new_parent, new_name, flags, self.in_use, caller.uid, caller.gid
         )
         if not flags & 2:  # RENAME_EXCHANGE keeps both
             self._note_removed(replaced)
@@ -464,7 +472,9 @@ class VFS:
         try:
             await self._flush(h.inode)
         finally:
-            self._writers.pop(h.inode, None)
+            w = self._writers.pop(h.inode, None)
+            if w is not None and w.slices:
+                w.abandon()  # not durable anywhere: the log says which bytes are lost
             self._lengths.pop(h.inode, None)
             if h.inode in self._sustained and not self._kernel_refs.get(h.inode):
                 await self._free_sustained(h.inode)

@@ -3,6 +3,12 @@
 `format` writes the settings into the database and a copy into the store (`riverfs.json`);
 `open_volume` checks that the two agree, so a store is never silently paired with the wrong
 database.
+
+A mount keeps the verified record beside its cache dir (`<cache-dir>/<uuid>.riverfs.json`,
+mode 0600, the same bytes as the store's copy): when the store cannot be reached, the volume
+still opens from it, degraded (reads from the disk cache and staging, writes staged until the
+store is back; `Volume.degraded`). A store that answers but refuses (denied, wrong volume,
+riverfs.json missing) is an error as before.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from riverfs.chunk import crypto
 from riverfs.chunk.store import BlockStore
@@ -31,6 +38,7 @@ class Volume:
     settings: VolumeSettings
     store: ObjectStore
     keys: crypto.VolumeKeys | None = None  # set by `unlock` for an encrypted volume
+    degraded: bool = False  # opened from the local settings copy: the store is unreachable
 
     @property
     def encrypted(self) -> bool:
@@ -153,7 +161,47 @@ async def _first_free_slice_id(store: ObjectStore) -> int:
     return highest + 1
 
 
-async def open_volume(meta_url: str) -> Volume:
+def settings_copy_path(cache_dir: Path, volume_uuid: str) -> Path:
+    """Where a mount keeps the volume's verified settings record (beside its cache dir)."""
+    return cache_dir / f"{volume_uuid}.{SETTINGS_KEY}"
+
+
+def _remember_settings(path: Path, raw: bytes) -> None:
+    """Keep a copy of the verified record (atomically, readable by the owner only)."""
+    try:
+        if path.read_bytes() == raw:
+            return
+    except OSError:
+        pass
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, raw)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # only a convenience: the mount goes on without it
+
+
+def _local_settings(path: Path, settings: VolumeSettings) -> dict | None:
+    """The record kept by an earlier mount, if it is this volume's (same uuid and storage)."""
+    try:
+        local = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if local.get("uuid") != settings.uuid or local.get("storage") != settings.storage:
+        return None
+    return local
+
+
+async def open_volume(meta_url: str, cache_dir: Path | None = None) -> Volume:
+    """Open the volume of `meta_url` and check its store holds it. With `cache_dir` (a
+    mount's), the verified settings record is kept there, and an unreachable store opens
+    the volume degraded from that copy instead of failing."""
     meta = await open_meta(meta_url)
     try:
         settings = await meta.load_settings()
@@ -164,21 +212,32 @@ async def open_volume(meta_url: str) -> Volume:
             )
         await meta.prepare()  # a volume formatted by an older riverfs gets the new tables
         store = open_store(settings.storage)
+        copy = settings_copy_path(cache_dir, settings.uuid) if cache_dir is not None else None
+        degraded = False
+        raw = b""
         try:
-            stored = json.loads(await store.get(SETTINGS_KEY))
+            raw = bytes(await store.get(SETTINGS_KEY))
+            stored = json.loads(raw)
         except ObjectNotFound:
             raise RiverError(
                 f"storage {redact_url(settings.storage)} does not hold volume {settings.uuid} "
                 "(riverfs.json missing): wrong store, or it was wiped"
             ) from None
-        except (StoreError, ValueError) as e:
+        except StoreError as e:
+            local = _local_settings(copy, settings) if copy is not None and e.retryable else None
+            if local is None:
+                raise _store_problem(settings.storage, e) from e
+            stored, degraded = local, True
+        except ValueError as e:
             raise _store_problem(settings.storage, e) from e
         if stored.get("uuid") != settings.uuid:
             raise RiverError(
                 f"storage {redact_url(settings.storage)} belongs to volume {stored.get('uuid')}, "
                 f"not to {settings.uuid} of {redact_url(meta_url)}"
             )
+        if copy is not None and not degraded:
+            _remember_settings(copy, raw)
     except BaseException:
         await meta.close()
         raise
-    return Volume(meta, settings, store)
+    return Volume(meta, settings, store, degraded=degraded)

@@ -5,6 +5,12 @@ its not-yet-uploaded tail); otherwise it starts a new slice. Every full block is
 background at once; `flush` uploads the tails, waits for every upload, and commits the slices to
 metadata in one transaction, in the order they were opened, so later writes win. The bytes held
 in buffers are charged to the mount's BufferBudget: writers wait when it is spent.
+
+Nothing is dropped when the store is down: the block store stages what the store refuses
+(`BlockStore.save`), and a block that could not be made durable anywhere (staging full or
+unwritable) stays with its slice, which a failed flush puts back, so a retried flush (fsync,
+close) uploads it again. Only `abandon` (the file's last handle closed, its data still not
+durable) drops buffered writes, and it logs exactly which bytes of the file are lost.
 """
 
 from __future__ import annotations
@@ -33,7 +39,18 @@ class SliceBuffer:
     never allocated block-sized up front: `bytearray(n)` zero-fills, which costs a 1 KiB file
     a 4 MiB memset and 1,024 page faults."""
 
-    __slots__ = ("index", "pos", "id", "length", "uploaded", "buf", "filled", "uploads")
+    __slots__ = (
+        "index",
+        "pos",
+        "id",
+        "length",
+        "uploaded",
+        "buf",
+        "filled",
+        "uploads",
+        "failed",
+        "sealed",
+    )
 
     def __init__(self, index: int, pos: int, slice_id: int) -> None:
         self.index = index  # chunk index in the file
@@ -44,13 +61,19 @@ class SliceBuffer:
         self.buf: bytearray | None = None
         self.filled = 0
         self.uploads: list[asyncio.Task] = []
+        self.failed: list[tuple[int, bytearray | memoryview]] = []  # (block index, bytes)
+        self.sealed = False  # put back after a failed flush: later writes open a new slice
+
+    @property
+    def file_start(self) -> int:
+        return self.index * CHUNK_SIZE + self.pos
 
     @property
     def file_end(self) -> int:
-        return self.index * CHUNK_SIZE + self.pos + self.length
+        return self.file_start + self.length
 
     def accepts(self, pos: int) -> bool:
-        return self.pos + self.uploaded <= pos <= self.pos + self.length
+        return not self.sealed and self.pos + self.uploaded <= pos <= self.pos + self.length
 
 
 class FileWriter:
@@ -146,17 +169,49 @@ class FileWriter:
     def _upload(self, s: SliceBuffer, block: bytearray | memoryview) -> None:
         index = s.uploaded // self.blocks.block_size
         s.uploaded += len(block)
-        s.uploads.append(asyncio.get_running_loop().create_task(self._save(s.id, index, block)))
+        s.uploads.append(asyncio.get_running_loop().create_task(self._save(s, index, block)))
 
-    async def _save(self, slice_id: int, index: int, block: bytearray | memoryview) -> None:
+    async def _save(
+        self, s: SliceBuffer, index: int, block: bytearray | memoryview, charged: bool = True
+    ) -> None:
+        """Save one block; if it fails, keep it in `s.failed` for the next flush. Its budget
+        is released either way: bytes nothing can free must not stall every writer."""
         try:
             async with self._upload_slots:
-                await self.blocks.save(slice_id, index, block)
+                await self.blocks.save(s.id, index, block)
         except Exception as e:
             self._failed = self._failed or e
+            s.failed.append((index, block))
             raise
         finally:
-            self.budget.release(len(block))
+            if charged:
+                self.budget.release(len(block))
+
+    def abandon(self) -> list[tuple[int, int]]:
+        """Drop the buffered writes (the file's last handle closed and a flush could not make
+        them durable); log and return exactly which byte ranges [start, end) of the file are
+        lost."""
+        ranges = sorted((s.file_start, s.file_end) for s in self.slices if s.length)
+        lost: list[tuple[int, int]] = []
+        for start, end in ranges:
+            if lost and start <= lost[-1][1]:
+                lost[-1] = (lost[-1][0], max(lost[-1][1], end))
+            else:
+                lost.append((start, end))
+        held = self.buffered
+        self.slices = []
+        self._failed = None
+        if held:
+            self.budget.release(held)
+        if lost:
+            log.error(
+                "inode %d: data lost, not durable anywhere when its last handle closed: "
+                "bytes %s (%d bytes)",
+                self.inode,
+                ", ".join(f"[{a}, {b})" for a, b in lost),
+                sum(b - a for a, b in lost),
+            )
+        return lost
 
     async def flush(self) -> Attr | None:
         """Upload and commit everything written so far; EIO if the store failed.
@@ -175,19 +230,34 @@ class FileWriter:
 
     async def _commit_slices(self, slices: list[SliceBuffer]) -> Attr | None:
         inline: dict[int, bytes] = {}  # slice id -> stored block, committed with the records
+        plain: dict[int, bytearray] = {}  # slice id -> the inline slices' buffers
         held = 0  # budget of the inline slices' buffers, released once committed
+        loop = asyncio.get_running_loop()
         for s in slices:
+            for index, block in s.failed:  # an earlier flush could not save these: again
+                s.uploads.append(loop.create_task(self._save(s, index, block, charged=False)))
+            s.failed = []
             if not s.filled:
                 continue
             block, s.buf, s.filled = s.buf, None, 0
             if not s.uploaded and s.length <= self.inline_limit:
                 key = block_key(s.id, 0, s.length)
                 inline[s.id] = encode_block(block, self.blocks.compression, self.blocks.cipher, key)
+                plain[s.id] = block
                 held += len(block)
             else:
                 self._upload(s, block)
         try:
             return await self._store_and_commit(slices, inline)
+        except _NotDurable as e:
+            for s in slices:  # keep everything for the next flush
+                s.sealed = True
+                if s.id in plain:
+                    s.buf = plain[s.id]
+                    s.filled = len(s.buf)
+            held = 0  # the restored buffers stay charged
+            self.slices[:0] = slices  # before the slices opened since: later writes win
+            raise e.error from None
         finally:
             if held:
                 self.budget.release(held)
@@ -198,22 +268,32 @@ class FileWriter:
         results = await asyncio.gather(
             *(t for s in slices for t in s.uploads), return_exceptions=True
         )
+        for s in slices:
+            s.uploads = []
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             log.error(
-                "write inode %d: %d block uploads failed, first: %s; the data of "
-                "this write is lost",
+                "write inode %d: %d blocks could not be made durable (first: %s); "
+                "kept buffered for the next fsync or close",
                 self.inode,
                 len(failures),
                 failures[0],
             )
             self._failed = None
-            raise _upload_error(failures[0])
+            raise _NotDurable(_upload_error(failures[0]))
         if len(inline) < len(slices):
             await self.blocks.make_durable()  # write-back: staged blocks before their commit
         records = [(s.index, Slice(s.pos, s.id, s.length, 0, s.length)) for s in slices]
         length = max(s.file_end for s in slices)
         return await self.meta.write_slices(self.inode, records, length, self.mtime, inline)
+
+
+class _NotDurable(Exception):
+    """Some blocks of a flush were saved nowhere: its slices are kept, `error` is raised."""
+
+    def __init__(self, error: FSError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _upload_error(cause: BaseException) -> FSError:
