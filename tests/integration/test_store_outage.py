@@ -202,11 +202,14 @@ def test_writeback_volume_mounts_with_the_store_down_and_uploads_when_it_is_back
         os.fsync(f.fileno())
     assert (m.path / "after").read_bytes() == after
     assert staged(vol)
+    out = run_cli("status", vol.meta_url).stdout
+    assert "UNREACHABLE" in out and "waiting to upload" in out, out
     assert proxy.count(action="pass") == 0, "the store was unreachable throughout"
 
     proxy.clear()  # the store is back
     wait_until(lambda: "store reachable again" in mount_log(vol), 60)
     wait_until(lambda: not staged(vol), 60)
+    assert "UNREACHABLE" not in run_cli("status", vol.meta_url).stdout
     m.umount()
     m = vol.mount(None, "--cache-size", "0")  # from the store only
     assert (m.path / "before").read_bytes() == before

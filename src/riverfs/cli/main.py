@@ -377,16 +377,18 @@ def status(meta_url) -> None:
     from riverfs.vfs.volume import open_volume
 
     async def run():
-        volume = await open_volume(meta_url or default_meta_url())
+        volume = await open_volume(meta_url or default_meta_url(), unreachable_ok=True)
         try:
-            return volume.settings, await volume.meta.usage(), await volume.meta.sessions()
+            usage, sessions = await volume.meta.usage(), await volume.meta.sessions()
+            return volume.settings, usage, sessions, volume.degraded
         finally:
             await volume.meta.close()
 
-    settings, usage, sessions = asyncio.run(run())
+    settings, usage, sessions, degraded = asyncio.run(run())
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(settings.created / 1e9))
     click.echo(f"volume:      {settings.uuid}")
-    click.echo(f"storage:     {redact_url(settings.storage)}")
+    down = " (UNREACHABLE: mounts are degraded, writes staged until it is back)" * degraded
+    click.echo(f"storage:     {redact_url(settings.storage)}{down}")
     click.echo(f"block size:  {human_size(settings.block_size)}")
     click.echo(f"compression: {settings.compression}")
     inline = settings.inline_limit

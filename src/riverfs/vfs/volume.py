@@ -198,10 +198,13 @@ def _local_settings(path: Path, settings: VolumeSettings) -> dict | None:
     return local
 
 
-async def open_volume(meta_url: str, cache_dir: Path | None = None) -> Volume:
+async def open_volume(
+    meta_url: str, cache_dir: Path | None = None, *, unreachable_ok: bool = False
+) -> Volume:
     """Open the volume of `meta_url` and check its store holds it. With `cache_dir` (a
     mount's), the verified settings record is kept there, and an unreachable store opens
-    the volume degraded from that copy instead of failing."""
+    the volume degraded from that copy instead of failing. `unreachable_ok` (status, which
+    only reports): an unreachable store opens it degraded with the database's settings."""
     meta = await open_meta(meta_url)
     try:
         settings = await meta.load_settings()
@@ -225,6 +228,8 @@ async def open_volume(meta_url: str, cache_dir: Path | None = None) -> Volume:
             ) from None
         except StoreError as e:
             local = _local_settings(copy, settings) if copy is not None and e.retryable else None
+            if local is None and unreachable_ok and e.retryable:
+                local = {"uuid": settings.uuid}
             if local is None:
                 raise _store_problem(settings.storage, e) from e
             stored, degraded = local, True
