@@ -13,6 +13,7 @@ import errno
 import mmap
 import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -124,16 +125,84 @@ def test_copy_file_range_and_fallocate_invalidate_cached_pages(d: Path):
         _raise_errno(_libc.fallocate(cached.fileno(), falloc_punch, 8192, 4096))
         cached.seek(0)
         assert cached.read() == b"d" * 4096 + b"s" * 4096 + b"\0" * 4096 + b"d" * 4096
+        falloc_zero = 0x10  # ZERO_RANGE
+        _raise_errno(_libc.fallocate(cached.fileno(), falloc_zero, 1000, 3000))
+        cached.seek(0)
+        want = b"d" * 1000 + b"\0" * 3000 + b"d" * 96 + b"s" * 4096 + b"\0" * 4096 + b"d" * 4096
+        assert cached.read() == want
 
 
 # ---- flags ----------------------------------------------------------------------------------
 
 
-def test_rename_whiteout_is_refused_and_moves_nothing(d: Path):
-    (d / "a").write_bytes(b"x")
-    assert errno_of(renameat2, d / "a", d / "b", RENAME_WHITEOUT) == errno.EINVAL
-    assert (d / "a").read_bytes() == b"x"
-    assert not (d / "b").exists()
+def _whiteout_rename(base: Path) -> list[tuple]:
+    (base / "a").write_bytes(b"x")
+    (base / "over").write_bytes(b"old")
+    (base / "dir").mkdir()
+    (base / "sgid").mkdir()
+    os.chown(base / "sgid", 0, 4321)
+    os.chmod(base / "sgid", 0o2775)
+    (base / "sgid" / "f").write_bytes(b"")
+    renameat2(base / "a", base / "b", RENAME_WHITEOUT)
+    renameat2(base / "b", base / "over", RENAME_WHITEOUT)  # replacing a file
+    renameat2(base / "dir", base / "dir2", RENAME_WHITEOUT)  # a directory
+    renameat2(base / "sgid" / "f", base / "g", RENAME_WHITEOUT)
+    assert (base / "over").read_bytes() == b"x"
+    seen = []
+    for name in ("a", "b", "dir", "sgid/f", "over", "dir2"):
+        st = os.lstat(base / name)
+        seen.append((name, st.st_mode, os.major(st.st_rdev), os.minor(st.st_rdev), st.st_nlink,
+                     st.st_uid, st.st_gid, st.st_size))  # fmt: skip
+    seen.append(("nlink of base", os.stat(base).st_nlink))
+    seen.append(sorted(os.listdir(base)))
+    seen.append(("open whiteout", errno_of(os.open, base / "a", os.O_RDONLY)))
+    return seen
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="RENAME_WHITEOUT needs CAP_MKNOD")
+def test_rename_whiteout_leaves_a_whiteout_as_ext4(d: Path, local: Path):
+    got, want = _whiteout_rename(d), _whiteout_rename(local)
+    assert got[:-1] == want[:-1]
+    assert got[0][1:4] == (stat.S_IFCHR, 0, 0)
+    assert got[-1][1] in (errno.ENXIO, errno.EACCES)  # ENXIO on ext4; a nodev mount: EACCES
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting overlayfs needs root")
+def test_overlayfs_with_a_riverfs_upper_layer_hides_deleted_lower_files(d: Path, local: Path):
+    lower, merged = local / "lower", local / "merged"
+    lower.mkdir()
+    merged.mkdir()
+    (lower / "keep").write_bytes(b"k")
+    (lower / "gone").write_bytes(b"g")
+    (d / "upper").mkdir()
+    (d / "work").mkdir()
+    opts = f"lowerdir={lower},upperdir={d}/upper,workdir={d}/work"
+    r = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(merged)])
+    if r.returncode:
+        pytest.skip("overlayfs cannot be mounted here")
+    try:
+        (merged / "gone").unlink()
+        (merged / "keep").rename(merged / "kept")
+        (merged / "new").write_bytes(b"n")
+        assert sorted(os.listdir(merged)) == ["kept", "new"]
+        assert (merged / "kept").read_bytes() == b"k"
+    finally:
+        subprocess.run(["umount", str(merged)], check=True)
+    whiteouts = {
+        n for n in os.listdir(d / "upper") if stat.S_ISCHR(os.lstat(d / "upper" / n).st_mode)
+    }
+    assert whiteouts == {"gone", "keep"}
+    assert sorted(os.listdir(lower)) == ["gone", "keep"]  # the lower layer is untouched
+
+
+def test_rename_whiteout_with_exchange_or_noreplace_is_refused_as_on_ext4(d: Path, local: Path):
+    for base in (d, local):
+        (base / "a").write_bytes(b"x")
+        (base / "b").write_bytes(b"y")
+        assert errno_of(renameat2, base / "a", base / "b", RENAME_WHITEOUT | RENAME_EXCHANGE) == (
+            errno.EINVAL
+        )
+        assert (base / "a").read_bytes() == b"x"
 
 
 def test_unknown_rename_flags_are_refused_as_on_ext4(d: Path, local: Path):
@@ -351,3 +420,53 @@ def test_file_handles_open_live_files_and_go_stale_when_deleted(d: Path, fs_root
     f.unlink()
     _drop_kernel_caches(fs_root)
     assert errno_of(open_by_handle, mount_fd, fh, os.O_RDONLY) == errno.ESTALE
+
+
+def test_random_mix_of_direct_buffered_and_mapped_io_never_reads_stale_bytes(d: Path):
+    """fsx-like: direct and buffered writes and reads, mapped reads and truncates on one file
+    through descriptors open all along; every read agrees with the model of the bytes."""
+    import random
+
+    rng = random.Random(14)
+    f = d / "f"
+    f.write_bytes(b"")
+    model = bytearray()
+    buffered = os.open(f, os.O_RDWR)
+    direct = os.open(f, os.O_RDWR | os.O_DIRECT)
+    span = 256 << 10
+    try:
+        with mmap.mmap(-1, span) as buf:
+            for step in range(1500):
+                op = rng.choice(["bw", "dw", "br", "dr", "mr", "tr"])
+                if op in ("dw", "dr"):
+                    offset = rng.randrange(0, span // PAGE) * PAGE
+                    size = rng.randrange(1, 16) * PAGE
+                else:
+                    offset = rng.randrange(0, span)
+                    size = rng.randrange(1, 40000)
+                if op in ("bw", "dw"):
+                    data = bytes([step % 251 + 1]) * size
+                    if op == "dw":
+                        buf[:size] = data
+                        os.pwritev(direct, [memoryview(buf)[:size]], offset)
+                    else:
+                        os.pwrite(buffered, data, offset)
+                    if len(model) < offset:
+                        model.extend(bytes(offset - len(model)))
+                    model[offset : offset + size] = data
+                elif op == "br":
+                    assert os.pread(buffered, size, offset) == model[offset : offset + size], step
+                elif op == "dr":
+                    n = os.preadv(direct, [memoryview(buf)[:size]], offset)
+                    assert buf[:n] == model[offset : offset + size], step
+                elif op == "mr" and model:
+                    with mmap.mmap(buffered, 0, prot=mmap.PROT_READ) as m:
+                        assert m[offset : offset + size] == model[offset : offset + size], step
+                elif op == "tr":
+                    size = rng.randrange(0, span)
+                    os.ftruncate(buffered, size)
+                    model = (model + bytes(max(size - len(model), 0)))[:size]
+    finally:
+        os.close(direct)
+        os.close(buffered)
+    assert f.read_bytes() == model

@@ -35,7 +35,7 @@ SETATTR_VALID = (
     | p.FATTR_FH | p.FATTR_ATIME_NOW | p.FATTR_MTIME_NOW | p.FATTR_LOCKOWNER | p.FATTR_CTIME
     | p.FATTR_KILL_SUIDGID
 )  # fmt: skip
-RENAME_FLAGS = 1 | 2  # RENAME_NOREPLACE | RENAME_EXCHANGE; RENAME_WHITEOUT (4): EINVAL
+RENAME_FLAGS = 1 | 2 | 4  # RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT
 
 
 def _name(body: memoryview, start: int = 0) -> bytes:
@@ -249,7 +249,7 @@ class Operations:
         old, new = _two_names(body, p.RENAME2_IN.size)
         if flags & ~RENAME_FLAGS:
             raise FSError(errno.EINVAL, f"rename flags {flags:#x}")
-        await self.vfs.rename(req.nodeid, old, new_parent, new, flags)
+        await self.vfs.rename(req.nodeid, old, new_parent, new, flags, self._caller(req))
         return b""
 
     # ---- directories ----------------------------------------------------------------------

@@ -54,6 +54,7 @@ INODE_BATCH = 1024
 SLICE_BATCH = 4096
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+RENAME_WHITEOUT = 4
 
 _ATTR_COLS = "inode, mode, nlink, uid, gid, rdev, length, stored, atime, mtime, ctime, parent"
 _ATTR_COLS_N = ", ".join(f"n.{c.strip()}" for c in _ATTR_COLS.split(","))
@@ -751,12 +752,19 @@ class Meta:
         new_name: bytes,
         flags: int,
         in_use: InUse,
+        uid: int = 0,
+        gid: int = 0,
     ) -> Attr | None:
-        """Rename atomically. Returns the attributes of the entry replaced (or exchanged)."""
+        """Rename atomically. Returns the attributes of the entry replaced (or exchanged).
+
+        RENAME_WHITEOUT leaves, in the same transaction, a whiteout at the old name as ext4
+        does: a character device 0/0 with mode 0, owned by `uid` and `gid` (the directory's
+        group if it is setgid) — what overlayfs looks for in an upper layer."""
         check_name(old_name)
         check_name(new_name)
-        if flags & RENAME_NOREPLACE and flags & RENAME_EXCHANGE:
+        if flags & RENAME_EXCHANGE and flags & (RENAME_NOREPLACE | RENAME_WHITEOUT):
             raise FSError(errno.EINVAL)
+        whiteout = await self._next_id("next_inode", INODE_BATCH) if flags & RENAME_WHITEOUT else 0
 
         async def fn(tx):
             rows = await tx.all(  # both entries in one round trip
@@ -837,9 +845,25 @@ class Meta:
                 new_parent if src.is_dir else src.parent,
                 src.inode,
             )
+            if whiteout:
+                await self._leave_whiteout(tx, whiteout, old_parent, old_name, uid, gid, t)
             return dst
 
         return await self.db.txn(fn)
+
+    async def _leave_whiteout(
+        self, tx, inode: int, parent: int, name: bytes, uid: int, gid: int, t: int
+    ) -> None:
+        """The whiteout of a rename: a 0/0 character device at parent/name (just vacated)."""
+        pattr = await self._must_attr(tx, parent)
+        if pattr.mode & stat.S_ISGID:
+            gid = pattr.gid
+        attr = Attr(inode, stat.S_IFCHR, 1, uid, gid, 0, 0, 0, t, t, t, parent)
+        await tx.defer(f"INSERT INTO nodes ({_ATTR_COLS}) VALUES ({_ATTR_MARKS})", *attr_row(attr))
+        await tx.defer(
+            "INSERT INTO edges (parent, name, inode) VALUES (?, ?, ?)", parent, name, inode
+        )
+        await self._count(tx, 1)
 
     async def _exchange(
         self,
