@@ -470,3 +470,34 @@ def test_random_mix_of_direct_buffered_and_mapped_io_never_reads_stale_bytes(d: 
         os.close(direct)
         os.close(buffered)
     assert f.read_bytes() == model
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="open_by_handle_at needs CAP_DAC_READ_SEARCH")
+def test_file_handles_outlive_a_remount(volume):
+    """A handle names the inode number, which riverfs never reuses: valid after a remount (what
+    an NFS server re-exporting the mount needs after a restart)."""
+    first = volume.mount()
+    (first.path / "dir").mkdir()
+    (first.path / "dir" / "f").write_bytes(b"still here")
+    fh, dh = name_to_handle(first.path / "dir" / "f"), name_to_handle(first.path / "dir")
+    first.umount()
+    again = volume.mount(first.path)
+    mount_fd = os.open(again.path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = open_by_handle(mount_fd, fh, os.O_RDONLY)
+        try:
+            assert os.read(fd, 100) == b"still here"
+        finally:
+            os.close(fd)
+        fd = open_by_handle(mount_fd, dh, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            assert os.listdir(fd) == ["f"]
+        finally:
+            os.close(fd)
+    finally:
+        os.close(mount_fd)
+
+
+def test_o_tmpfile_is_refused_with_eopnotsupp(d: Path):
+    assert errno_of(os.open, d, os.O_TMPFILE | os.O_RDWR, 0o600) == errno.EOPNOTSUPP
+    assert os.listdir(d) == []

@@ -1156,3 +1156,23 @@ async def test_malformed_bodies_through_operations_are_einval():
         assert vfs.calls == []
         unique = k.send(p.Op.WRITE, p.WRITE_IN.pack(1, 0, 3, 0, 0, 0, 0) + b"abc")
         assert k.reply_now() == Reply(0, unique, p.WRITE_OUT.pack(3, 0))
+
+
+@async_test
+async def test_unknown_flags_are_refused_before_any_vfs_call():
+    """The kernel filters flags first, but riverfs never drops one it does not know either:
+    an unknown setattr valid bit, rename, setxattr or copy_file_range flag is EINVAL."""
+    k, vfs = operations_kernel()
+    async with k:
+        setattr_in = bytearray(p.SETATTR_IN.size)
+        struct.pack_into("=I", setattr_in, 0, p.FATTR_MODE | 1 << 20)
+        requests = [
+            (p.Op.SETATTR, bytes(setattr_in)),
+            (p.Op.RENAME2, p.RENAME2_IN.pack(1, 1 << 3, 0) + b"a\0b\0"),
+            (p.Op.SETXATTR, p.SETXATTR_IN.pack(1, 4) + b"user.a\0x"),
+            (p.Op.COPY_FILE_RANGE, p.COPY_FILE_RANGE_IN.pack(1, 0, 2, 3, 0, 10, 1)),
+        ]
+        for op, body in requests:
+            unique = k.send(op, body)
+            assert k.reply_now() == Reply(-errno.EINVAL, unique, b""), op
+        assert vfs.calls == []
