@@ -282,7 +282,13 @@ class FileWriter:
             self._failed = None
             raise _NotDurable(_upload_error(failures[0]))
         if len(inline) < len(slices):
-            await self.blocks.make_durable()  # write-back: staged blocks before their commit
+            try:  # staged blocks (write-back, or spilled) are fsynced before their commit
+                await self.blocks.make_durable()
+            except FSError as e:
+                log.error(
+                    "write inode %d: staged blocks not durable (%s); kept buffered", self.inode, e
+                )
+                raise _NotDurable(e) from e
         records = [(s.index, Slice(s.pos, s.id, s.length, 0, s.length)) for s in slices]
         length = max(s.file_end for s in slices)
         return await self.meta.write_slices(self.inode, records, length, self.mtime, inline)
