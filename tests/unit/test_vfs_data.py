@@ -396,6 +396,29 @@ async def test_failed_upload_makes_flush_eio_and_keeps_the_data_for_a_retry(tmp_
 
 
 @async_test
+async def test_a_last_close_that_cannot_save_logs_exactly_the_lost_bytes(tmp_path, caplog):
+    async with vfs_env(tmp_path, block_size=BS) as env:
+        vfs = env.vfs
+        fh, inode = await env.create(b"f")
+        good = env.blocks.store
+        env.blocks.store = BrokenStore(good)
+        await vfs.write(fh, 0, os.urandom(100 * KIB))
+        await vfs.write(fh, 50 * KIB, os.urandom(60 * KIB))  # overlaps: one range
+        await vfs.write(fh, 200 * KIB, os.urandom(10 * KIB))
+        with pytest.raises(FSError):
+            await vfs.flush(fh)  # close: EIO, the data is still buffered
+        with pytest.raises(FSError):
+            await vfs.release(fh)  # the last handle: tried once more, then dropped
+        lost = [r.getMessage() for r in caplog.records if "data lost" in r.getMessage()]
+        assert len(lost) == 1
+        assert f"inode {inode}:" in lost[0]
+        assert f"bytes [0, {110 * KIB}), [{200 * KIB}, {210 * KIB})" in lost[0], lost[0]
+        assert vfs.budget.used == 0
+        env.blocks.store = good
+        assert (await env.meta.getattr(inode)).size == 0
+
+
+@async_test
 async def test_deleter_keeps_queued_slices_while_the_store_fails_and_retries(tmp_path):
     async with vfs_env(tmp_path, block_size=BS) as env:
         vfs = env.vfs
