@@ -175,30 +175,60 @@ def mount_type(mountpoint: Path) -> str | None:
     return None
 
 
-def unmount(mountpoint: Path, timeout: float) -> None:
-    """Unmount a riverfs mount and wait until its daemon has exited."""
+UNMOUNT_TIMEOUT = 10.0  # seconds fusermount3 -u may take before a lazy detach replaces it
+
+
+def unmount(mountpoint: Path, timeout: float) -> str:
+    """Unmount a riverfs mount and wait until its daemon has exited; return what was done
+    (one line). `mountpoint` is resolved (mount_path) by the caller. A mount whose daemon
+    is dead, or an unmount that does not finish within UNMOUNT_TIMEOUT, is detached lazily
+    (`fusermount3 -u -z`): umount never hangs on a dead or stuck mount."""
     fstype = mount_type(mountpoint)
     if fstype is None:
         raise RiverError(f"{mountpoint} is not mounted")
     if fstype != "fuse.riverfs":
         raise RiverError(f"{mountpoint} is a {fstype} mount, not riverfs; use umount(8)")
     pid = read_pid(mountpoint)
-    proc = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True)
-    if proc.returncode != 0:
+    dead = pid is not None and not pid_alive(pid)
+    done = f"unmounted {mountpoint}"
+    try:
+        proc = subprocess.run(
+            ["fusermount3", "-u", "--", str(mountpoint)],
+            capture_output=True,
+            text=True,
+            timeout=UNMOUNT_TIMEOUT,
+        )
+        failed = proc.returncode != 0
         detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"
-        if "busy" in detail:
-            raise RiverError(
-                f"{mountpoint} is busy: close the files open in it (lsof "
-                f"{mountpoint}) and leave it (cd /), then retry"
-            )
-        raise RiverError(f"cannot unmount {mountpoint}: {detail}")
-    if pid is None:
-        return
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        if time.monotonic() > deadline:
-            raise RiverError(
-                f"unmounted, but the daemon (pid {pid}) is still flushing after "
-                f"{timeout:.0f}s; it keeps going, check its log"
-            )
-        time.sleep(0.02)
+    except subprocess.TimeoutExpired:
+        failed, detail = True, f"no answer within {UNMOUNT_TIMEOUT:.0f}s"
+    if failed and "busy" in detail and not dead:
+        raise RiverError(
+            f"{mountpoint} is busy: close the files open in it (lsof "
+            f"{mountpoint}) and leave it (cd /), then retry"
+        )
+    if failed:
+        lazy = subprocess.run(
+            ["fusermount3", "-u", "-z", "--", str(mountpoint)],
+            capture_output=True,
+            text=True,
+            timeout=UNMOUNT_TIMEOUT,
+        )
+        if lazy.returncode != 0:
+            raise RiverError(f"cannot unmount {mountpoint}: {detail}")
+        done = f"detached {mountpoint} lazily ({detail}): it goes once nothing uses it"
+    if dead:
+        pid_file(mountpoint).unlink(missing_ok=True)
+        done += f"; its daemon (pid {pid}) had died: data it had not written back is lost"
+    elif pid is not None:
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid):
+            if time.monotonic() > deadline:
+                raise RiverError(
+                    f"unmounted, but the daemon (pid {pid}) is still flushing after "
+                    f"{timeout:.0f}s; it keeps going, check its log"
+                )
+            time.sleep(0.02)
+    if mount_type(mountpoint) is not None:
+        done += "; another mount remains beneath it: run riverfs umount again"
+    return done

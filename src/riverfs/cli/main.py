@@ -13,6 +13,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
@@ -91,7 +92,6 @@ def format_cmd(
 ) -> None:
     """Create a volume (default: the one in ~/.local/share/riverfs/default)."""
     from riverfs.meta import check_meta_url
-    from riverfs.vfs.volume import format_volume
 
     meta_url = meta_url or default_meta_url()
     check_meta_url(meta_url)
@@ -105,7 +105,35 @@ def format_cmd(
     if not 0 <= inline <= min(MAX_INLINE, bs):
         raise RiverError(f"--inline-limit {inline_limit} is out of range: use 0 to 64K")
     secret = read_passphrase(key_file, confirm=True) if encrypt else None
-    settings = asyncio.run(
+    db = None
+    if urlsplit(meta_url).scheme == "sqlite":
+        from riverfs.meta import sqlite_path
+
+        db = sqlite_path(meta_url)
+        if meta_url != default_meta_url() and not db.parent.is_dir():
+            raise RiverError(
+                f"directory {db.parent} does not exist: create it first (mkdir -p {db.parent})"
+            )
+    fresh_db = db is not None and not db.exists()
+    try:
+        settings = _format(meta_url, storage_url, bs, compress, capacity, force, secret, inline)
+    except BaseException:
+        if fresh_db:  # a failed format leaves nothing behind
+            for leftover in (db, Path(f"{db}-wal"), Path(f"{db}-shm"), Path(f"{db}-journal")):
+                leftover.unlink(missing_ok=True)
+        raise
+    click.echo(
+        f"formatted volume {settings.uuid}: metadata {redact_url(meta_url)}, "
+        f"storage {redact_url(storage_url)}, "
+        f"block size {human_size(bs)}, compression {compress}"
+        + (", encrypted (AES-256-GCM)" if encrypt else "")
+    )
+
+
+def _format(meta_url, storage_url, bs, compress, capacity, force, secret, inline):
+    from riverfs.vfs.volume import format_volume
+
+    return asyncio.run(
         format_volume(
             meta_url,
             storage_url,
@@ -116,12 +144,6 @@ def format_cmd(
             passphrase=secret,
             inline_limit=inline,
         )
-    )
-    click.echo(
-        f"formatted volume {settings.uuid}: metadata {redact_url(meta_url)}, "
-        f"storage {redact_url(storage_url)}, "
-        f"block size {human_size(bs)}, compression {compress}"
-        + (", encrypted (AES-256-GCM)" if encrypt else "")
     )
 
 
@@ -209,14 +231,37 @@ def _ensure_default_volume() -> str:
 @click.option(
     "--key-file", type=click.Path(path_type=Path), help="Passphrase file (encrypted volumes)."
 )
+@click.option(
+    "-o",
+    "mount_opts",
+    multiple=True,
+    metavar="OPTS",
+    help="Standard mount options, comma-separated: ro, rw, noatime, relatime, strictatime, "
+    "nodiratime, dev, nodev, suid, nosuid, fsname=NAME, subtype=riverfs (as mount(8) and "
+    "fstab pass them).",
+)
+@click.option(
+    "--atime",
+    type=click.Choice(["relatime", "strictatime", "noatime"]),
+    help="When a read updates atime (default relatime).",
+)
+@click.option("--nodiratime", is_flag=True, help="Reading a directory never updates its atime.")
+@click.option("--fsname", help="Device name shown in /proc/mounts (default riverfs).")
+@click.option("--dev", is_flag=True, help="Device nodes usable (root only; default nodev).")
+@click.option(
+    "--suid", is_flag=True, help="setuid/setgid honoured on exec (root only; default nosuid)."
+)
 @click.option("--ready-fd", type=int, hidden=True)
 @click.option("--secrets-fd", type=int, hidden=True)
-def mount(args, **options) -> None:
+def mount(args, mount_opts, **options) -> None:
     """Mount a volume (default: the default volume) at MOUNTPOINT."""
+    from riverfs.fuse.mount import mount_path
+
     if len(args) > 2:
         raise click.UsageError("expected [META_URL] MOUNTPOINT")
     meta_url = args[0] if len(args) == 2 else None
-    mountpoint = Path(os.path.abspath(args[-1]))
+    mountpoint = Path(mount_path(Path(args[-1])))
+    _apply_mount_opts(mount_opts, options)
     try:
         secrets = daemon.read_secrets(options.pop("secrets_fd"))  # a background daemon's
         if meta_url == daemon.META_URL_FROM_SECRETS:
@@ -225,6 +270,41 @@ def mount(args, **options) -> None:
     except RiverError as e:
         daemon.report_error(options["ready_fd"], str(e))  # the parent waiting for us says it
         raise
+
+
+# What mount(8), mount.fuse3 and fstab pass that is theirs, not the filesystem's.
+IGNORED_MOUNT_OPTS = frozenset(
+    {"defaults", "auto", "noauto", "user", "nouser", "users", "nofail", "_netdev", "exec"}
+    | {"allow_other", "default_permissions", "async"}
+)
+
+
+def _apply_mount_opts(groups: tuple[str, ...], options: dict) -> None:
+    """Fold `-o` option strings into the command's options; RiverError naming an unknown one."""
+    for opt in (o.strip() for group in groups for o in group.split(",")):
+        name, eq, value = opt.partition("=")
+        if not opt or name in IGNORED_MOUNT_OPTS or name.startswith(("x-", "comment")):
+            continue
+        if opt in ("ro", "rw"):
+            options["read_only"] = opt == "ro"
+        elif opt in ("noatime", "relatime", "strictatime"):
+            options["atime"] = opt
+        elif opt == "nodiratime":
+            options["nodiratime"] = True
+        elif opt in ("dev", "nodev"):
+            options["dev"] = opt == "dev"
+        elif opt in ("suid", "nosuid"):
+            options["suid"] = opt == "suid"
+        elif name == "fsname" and eq and value:
+            options["fsname"] = value
+        elif name == "subtype" and eq:
+            if value != "riverfs":
+                raise RiverError(f"mount option subtype={value}: riverfs mounts are fuse.riverfs")
+        else:
+            raise RiverError(
+                f"unknown mount option {opt!r}: use ro, rw, noatime, relatime, strictatime, "
+                "nodiratime, dev, nodev, suid, nosuid, fsname=NAME, subtype=riverfs"
+            )
 
 
 def _mount(
@@ -246,6 +326,11 @@ def _mount(
     compact_rate,
     compact_delay,
     key_file,
+    atime,
+    nodiratime,
+    fsname,
+    dev,
+    suid,
     ready_fd,
     passphrase,
 ) -> None:
@@ -253,7 +338,11 @@ def _mount(
     from riverfs.vfs.options import MountOptions
     from riverfs.vfs.volume import open_volume
 
-    check_mountpoint(mountpoint)
+    if (dev or suid) and os.getuid() != 0:
+        raise RiverError("--dev and --suid need root: fusermount3 mounts nodev,nosuid for a user")
+    if fsname is not None and (not fsname or any(c in fsname for c in ", \t\n")):
+        raise RiverError(f"fsname {fsname!r}: use a name without commas or spaces")
+    check_mountpoint(mountpoint, warn=not ready_fd)
     meta_url = meta_url or _ensure_default_volume()
     cache_dir = Path(os.path.abspath(cache_dir)) if cache_dir else default_cache_dir()
     try:
@@ -275,6 +364,11 @@ def _mount(
         compact_slices=max(compact_slices, 0),
         compact_rate=parse_size(compact_rate),
         compact_delay=max(compact_delay, 0.0),
+        atime=atime or "relatime",
+        nodiratime=nodiratime,
+        fsname=fsname or "riverfs",
+        dev=dev,
+        suid=suid,
     )
     if background:
         argv = [
@@ -301,6 +395,8 @@ def _mount(
         ]
         argv += ["--read-only"] * read_only + ["--debug"] * debug + ["--writeback"] * writeback
         argv += ["--writeback-cache"] * writeback_cache
+        argv += ["--atime", options.atime, "--fsname", options.fsname]
+        argv += ["--nodiratime"] * nodiratime + ["--dev"] * dev + ["--suid"] * suid
         secrets = {"meta_url": daemon.with_meta_password(meta_url)}
         if key_file is not None:
             argv += ["--key-file", os.path.abspath(key_file)]
@@ -363,8 +459,9 @@ async def _is_encrypted(meta_url: str, cache_dir: Path | None = None) -> bool:
 )
 def umount(mountpoint: Path, timeout: float) -> None:
     """Flush and unmount MOUNTPOINT; return once the daemon has exited."""
-    daemon.unmount(Path(os.path.abspath(mountpoint)), timeout)
-    click.echo(f"unmounted {mountpoint}")
+    from riverfs.fuse.mount import mount_path
+
+    click.echo(daemon.unmount(Path(mount_path(mountpoint)), timeout))
 
 
 # ---- status ---------------------------------------------------------------------------------
@@ -436,12 +533,24 @@ def main() -> None:
     os._exit(code)
 
 
+def _helper_form(args: list[str]) -> list[str]:
+    """`riverfs SOURCE MOUNTPOINT [-o OPTS]`, as mount.fuse3 runs the program of a
+    `fuse.riverfs` mount (mount -t fuse.riverfs, fstab), is `riverfs mount --background
+    SOURCE MOUNTPOINT [-o OPTS]`: mount.fuse3 waits for the program to return once mounted."""
+    if len(args) >= 2 and args[0] not in cli.commands and not args[0].startswith("-"):
+        return ["mount", "--background", *args]
+    return args
+
+
 def _run() -> int:
     """Run the command line; return the exit code."""
     debug = "--debug" in sys.argv
     _setup_logging(debug, logging.CRITICAL)
+    args = _helper_form(sys.argv[1:])
     try:
-        code = cli.main(standalone_mode=False)  # an Exit(n) raised by a command returns n
+        code = cli.main(
+            args=args, standalone_mode=False
+        )  # an Exit(n) raised by a command returns n
         return code if isinstance(code, int) else 0
     except click.exceptions.Abort:
         click.echo("riverfs: aborted", err=True)

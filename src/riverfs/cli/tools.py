@@ -97,7 +97,7 @@ def fsck(meta_url: str, repair: bool, check_data: bool, key_file: Path | None) -
         lambda volume, progress: check_volume(
             volume, repair=repair, check_data=check_data, progress=progress
         ),
-        unlock=check_data,
+        unlock=check_data or key_file is not None,  # a given key is always checked
         key_file=key_file,
     )
     click.echo(f"checked {r.inodes:,} inodes and {r.objects:,} block objects")

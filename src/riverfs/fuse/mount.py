@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,10 +32,20 @@ def fuse_device() -> str:
 
 
 def mount_path(mountpoint: Path) -> str:
-    """The path mountinfo shows for `mountpoint`, without touching the mountpoint itself
-    (a hung mount would block us): only its parent is resolved."""
-    path = Path(os.path.abspath(mountpoint))
-    return os.path.join(os.path.realpath(path.parent), path.name)
+    """The path mountinfo shows for `mountpoint`: absolute, normalized (a trailing `/` or `/.`
+    changes nothing), every symlink resolved, without asking the mountpoint itself (a hung
+    mount would block us): the parent is resolved with realpath, and the last component is
+    followed with readlink only, which a mounted directory answers (EINVAL) from the kernel."""
+    path = os.path.normpath(os.path.abspath(mountpoint))
+    for _ in range(40):  # the kernel's own limit on nested symlinks
+        parent, name = os.path.split(path)
+        path = os.path.join(os.path.realpath(parent), name)
+        try:
+            link = os.readlink(path)
+        except OSError:
+            return path
+        path = os.path.normpath(os.path.join(os.path.dirname(path), link))
+    raise RiverError(f"{mountpoint}: too many levels of symbolic links")
 
 
 def is_mounted(path: Path) -> bool:
@@ -43,8 +54,9 @@ def is_mounted(path: Path) -> bool:
         return any(line.split()[4] == target for line in f)
 
 
-def check_mountpoint(path: Path) -> None:
-    """Refuse early, with a clear message, what the kernel would refuse obscurely."""
+def check_mountpoint(path: Path, warn: bool = True) -> None:
+    """Refuse early, with a clear message, what the kernel would refuse obscurely; with
+    `warn`, say on stderr that a non-empty directory's files are hidden while mounted."""
     device = fuse_device()
     if not os.path.exists(device):
         raise RiverError(
@@ -57,6 +69,16 @@ def check_mountpoint(path: Path) -> None:
         raise RiverError(f"mountpoint {path} does not exist: create it with mkdir -p {path}")
     if not path.is_dir():
         raise RiverError(f"mountpoint {path} is not a directory")
+    try:
+        with os.scandir(path) as entries:
+            hidden = next(entries, None) is not None
+    except OSError:
+        hidden = False
+    if hidden and warn:
+        print(
+            f"riverfs: warning: {path} is not empty: the files in it are hidden until unmount",
+            file=sys.stderr,
+        )
 
 
 def _raise_readahead(target: str, kb: int) -> None:
@@ -84,7 +106,7 @@ def fuse_options() -> list[str]:
     if os.getuid() == 0:
         opts.append("allow_other")
     else:
-        opts += ["fsname=riverfs", "subtype=riverfs"]  # fusermount3 builds the type from these
+        opts.append("subtype=riverfs")  # fusermount3 builds the type from it
     return opts
 
 
@@ -146,7 +168,15 @@ async def serve(
     target = mount_path(mountpoint)
     await vfs.start(str(mountpoint))
     try:
-        fd = fuse_session.mount(fuse_device(), target, fuse_options(), options.read_only)
+        fd = fuse_session.mount(
+            fuse_device(),
+            target,
+            fuse_options(),
+            options.read_only,
+            source=options.fsname,
+            dev=options.dev,
+            suid=options.suid,
+        )
     except RiverError:
         await vfs.stop()
         raise

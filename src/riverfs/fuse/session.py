@@ -101,22 +101,33 @@ _libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
-def mount(device: str, target: str, options: list[str], read_only: bool) -> int:
+def mount(
+    device: str,
+    target: str,
+    options: list[str],
+    read_only: bool,
+    *,
+    source: str = "riverfs",
+    dev: bool = False,
+    suid: bool = False,
+) -> int:
     """Mount a FUSE filesystem at `target`; return the open device fd to serve it on.
 
     As root through mount(2); otherwise through fusermount3, which mounts and hands the fd
-    back over a socket pair (the `_FUSE_COMMFD` protocol of libfuse).
+    back over a socket pair (the `_FUSE_COMMFD` protocol of libfuse). `source` is the device
+    name /proc/mounts shows; `dev`/`suid` drop nodev/nosuid (root only: fusermount3 always
+    mounts nodev,nosuid for a user).
     """
     opts = ",".join(options)
     if os.getuid() != 0:
-        return _fusermount(target, opts + (",ro" if read_only else ""))
+        return _fusermount(target, f"{opts},fsname={source}" + (",ro" if read_only else ""))
     try:
         fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
     except OSError as e:
         raise RiverError(f"cannot open the FUSE device {device}: {e.strerror}") from e
     data = f"fd={fd},rootmode={stat.S_IFDIR:o},user_id=0,group_id=0,{opts}"
-    flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if read_only else 0)
-    if _libc.mount(b"riverfs", target.encode(), b"fuse.riverfs", flags, data.encode()) != 0:
+    flags = (0 if suid else MS_NOSUID) | (0 if dev else MS_NODEV) | (MS_RDONLY if read_only else 0)
+    if _libc.mount(source.encode(), target.encode(), b"fuse.riverfs", flags, data.encode()) != 0:
         err = ctypes.get_errno()
         os.close(fd)
         raise RiverError(f"cannot mount at {target}: {os.strerror(err)}")

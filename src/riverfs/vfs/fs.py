@@ -414,7 +414,7 @@ class VFS:
             attr = await self.meta.getattr(h.inode)
             length = attr.size
             if not h.atime_checked:
-                h.atime_checked = True
+                h.atime_checked = self.options.atime != "strictatime"  # strict: every read
                 await self.touch_atime(attr)
         try:
             data = await self.reader.read_pieces(h.inode, offset, size, length, h.read_state)
@@ -427,11 +427,21 @@ class VFS:
         return data
 
     async def touch_atime(self, attr: Attr) -> None:
-        """relatime: update atime if older than mtime/ctime or a day old."""
-        if self.options.read_only:
+        """Update atime for a read as the mount's atime mode says: relatime (the default) if
+        older than mtime/ctime or a day old, strictatime always, noatime never; nodiratime
+        leaves directories alone."""
+        mode = self.options.atime
+        if self.options.read_only or mode == "noatime":
+            return
+        if self.options.nodiratime and stat.S_ISDIR(attr.mode):
             return
         t = now_ns()
-        if attr.atime <= attr.mtime or attr.atime <= attr.ctime or t - attr.atime >= DAY_NS:
+        if (
+            mode == "strictatime"
+            or attr.atime <= attr.mtime
+            or attr.atime <= attr.ctime
+            or t - attr.atime >= DAY_NS
+        ):
             await self.meta.touch_atime(attr.inode, t)
 
     async def write(self, fh: int, offset: int, data: bytes, kill_priv: bool = False) -> int:

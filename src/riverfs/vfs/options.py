@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+ATIME_MODES = ("relatime", "strictatime", "noatime")
+
 
 @dataclass(slots=True, frozen=True)
 class MountOptions:
@@ -29,3 +31,10 @@ class MountOptions:
     compact_overlap: float = 2.0
     compact_rate: int = 32 << 20  # bytes per second of rewritten data (0: unlimited)
     compact_delay: float = 10.0  # seconds the replaced slices stay for reads in flight
+    # atime: "relatime" (updated when older than mtime/ctime or a day old), "strictatime"
+    # (every read), "noatime" (never by a read or exec); nodiratime: never for a directory
+    atime: str = "relatime"
+    nodiratime: bool = False
+    fsname: str = "riverfs"  # the device name /proc/mounts shows
+    dev: bool = False  # device nodes usable (root only; default nodev)
+    suid: bool = False  # setuid/setgid honoured on exec (root only; default nosuid)
