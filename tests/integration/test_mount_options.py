@@ -187,3 +187,22 @@ def test_fsck_checks_a_given_key(tmp_path):
     assert run_cli("fsck", url, "--key-file", str(tmp_path / "key")).returncode == 0
     proc = run_cli("fsck", url, "--key-file", str(tmp_path / "bad"), check=False)
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_status_shows_the_store_footprint(vol, tmp_path):
+    url, mounted = vol
+    (tmp_path / "m").mkdir()
+    mount(url, mounted, tmp_path / "m")
+    with open(tmp_path / "m" / "f", "wb") as f:
+        for _ in range(20):  # overwrites in place: the store holds more than the file shows
+            f.seek(0)
+            f.write(os.urandom(256 << 10))
+            f.flush()
+            os.fsync(f.fileno())
+    run_cli("umount", str(tmp_path / "m"))  # nothing changes the store while we count
+    out = run_cli("status", url).stdout
+    line = next(x for x in out.splitlines() if x.startswith("in store:"))
+    objects = sum(1 for p in (tmp_path / "objects").rglob("*") if p.is_file())
+    size = sum(p.stat().st_size for p in (tmp_path / "objects").rglob("*") if p.is_file())
+    assert f"{objects:,} objects" in line, (line, objects)
+    assert size > 256 << 10

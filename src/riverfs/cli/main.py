@@ -469,19 +469,34 @@ def umount(mountpoint: Path, timeout: float) -> None:
 
 @cli.command()
 @click.argument("meta_url", required=False)
-def status(meta_url) -> None:
-    """Show a volume's settings, usage and active mounts."""
+@click.option(
+    "--list-store",
+    is_flag=True,
+    help="Count the objects of a remote store too (one listing of the whole store); a "
+    "file:// or memory:// store is always counted.",
+)
+def status(meta_url, list_store) -> None:
+    """Show a volume's settings, usage (logical, and what the store really holds) and
+    active mounts."""
+    from riverfs.fuse.mount import LOCAL_SCHEMES
     from riverfs.vfs.volume import open_volume
 
     async def run():
         volume = await open_volume(meta_url or default_meta_url(), unreachable_ok=True)
         try:
             usage, sessions = await volume.meta.usage(), await volume.meta.sessions()
-            return volume.settings, usage, sessions, volume.degraded
+            footprint = None
+            local = volume.settings.storage.startswith(LOCAL_SCHEMES)
+            if (local or list_store) and not volume.degraded:
+                count = size = 0
+                async for info in volume.store.list():
+                    count, size = count + 1, size + info.size
+                footprint = count, size
+            return volume.settings, usage, sessions, volume.degraded, footprint
         finally:
             await volume.meta.close()
 
-    settings, usage, sessions, degraded = asyncio.run(run())
+    settings, usage, sessions, degraded, footprint = asyncio.run(run())
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(settings.created / 1e9))
     click.echo(f"volume:      {settings.uuid}")
     down = " (UNREACHABLE: mounts are degraded, writes staged until it is back)" * degraded
@@ -495,6 +510,10 @@ def status(meta_url) -> None:
     click.echo(f"created:     {created}")
     click.echo(f"capacity:    {human_size(settings.capacity)}")
     click.echo(f"used:        {human_size(usage.used_bytes)} in {usage.inodes} inodes")
+    if footprint is not None:
+        click.echo(f"in store:    {human_size(footprint[1])} in {footprint[0]:,} objects")
+    else:
+        click.echo("in store:    not listed (remote store: riverfs status --list-store)")
     click.echo(f"sessions:    {len(sessions)}")
     now = time.time_ns()
     host = socket.gethostname()
