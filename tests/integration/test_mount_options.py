@@ -206,3 +206,20 @@ def test_status_shows_the_store_footprint(vol, tmp_path):
     size = sum(p.stat().st_size for p in (tmp_path / "objects").rglob("*") if p.is_file())
     assert f"{objects:,} objects" in line, (line, objects)
     assert size > 256 << 10
+
+
+def test_nodev_nosuid_by_default_dev_suid_for_root(vol, tmp_path):
+    url, mounted = vol
+    if os.getuid() != 0:
+        pytest.skip("--dev/--suid need root")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    mount(url, mounted, tmp_path / "a")
+    mount(url, mounted, tmp_path / "b", "--dev", "-o", "suid")
+    (a,) = mountinfo(tmp_path / "a")
+    (b,) = mountinfo(tmp_path / "b")
+    assert {"nodev", "nosuid"} <= set(a[5].split(","))
+    assert not {"nodev", "nosuid"} & set(b[5].split(","))
+    os.mknod(tmp_path / "b" / "null", 0o666 | 0o020000, os.makedev(1, 3))
+    with open(tmp_path / "b" / "null", "rb") as f:  # a usable device node: /dev/null's
+        assert f.read() == b""
