@@ -486,6 +486,18 @@ def run_rss(t: Riverfs, args, data: Data) -> dict[str, float]:
     return res
 
 
+def settled_store_usage(store: Path, quiet: float = 3.0, limit: float = 60.0) -> tuple[int, int]:
+    """The store's (bytes, files) once they stay the same for `quiet` seconds (at most `limit`)."""
+    deadline = time.monotonic() + limit
+    usage, since = store_usage(store), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet:
+        time.sleep(0.5)
+        now = store_usage(store)
+        if now != usage:
+            usage, since = now, time.monotonic()
+    return usage
+
+
 def run_rewrite(t: Target, args, data: Data) -> dict:
     """The random-rewrite run on `t`, then COMPACTION_WAIT seconds watching its store."""
     store = t.store_dir()
@@ -493,7 +505,8 @@ def run_rewrite(t: Target, args, data: Data) -> dict:
     fsx = shutil.which("fsx")
     tool = "fsx" if fsx else "python"
     log(f"{t.name}: random rewrite, {args.rewrite_ops} operations on one file ({tool})")
-    base = store_usage(store) if store else (0, 0)
+    # earlier phases' files are still being deleted: the base is taken once that is over
+    base = settled_store_usage(store) if store else (0, 0)
     if fsx:
         marks = rewrite_fsx(fsx, path, args.rewrite_ops, t.workdir)
     else:
