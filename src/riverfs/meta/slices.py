@@ -10,6 +10,7 @@ and size ALLOCATED is space fallocate allocated: it reads as zeros too, and coun
 
 from __future__ import annotations
 
+import bisect
 import struct
 from dataclasses import dataclass
 
@@ -45,25 +46,40 @@ def visible_segments(slices: list[Slice], chunk_size: int) -> list[Slice]:
 
     Each returned Slice says which bytes of which stored slice show at that position; id 0
     segments are zeros. Later slices in `slices` hide earlier ones where they overlap.
+
+    Slices paint from newest to oldest into the still-uncovered intervals, kept sorted (as
+    their starts and ends) so that each slice finds those it meets by bisection: a chunk of
+    thousands of small slices (4 KiB pages written back from an mmap, say) resolves in
+    n log n, not in n times the number of holes left between them.
     """
-    # Paint from newest to oldest into the still-uncovered intervals.
-    uncovered: list[tuple[int, int]] = [(0, chunk_size)]
+    starts: list[int] = [0]  # the uncovered intervals, sorted and disjoint
+    ends: list[int] = [chunk_size]
     painted: list[Slice] = []
     for s in reversed(slices):
-        if not uncovered:
+        if not starts:
             break
-        rest: list[tuple[int, int]] = []
-        for start, end in uncovered:
-            lo, hi = max(start, s.pos), min(end, s.end)
-            if lo >= hi:
-                rest.append((start, end))
-                continue
-            painted.append(Slice(lo, s.id, s.size, s.offset + (lo - s.pos), hi - lo))
+        pos, end = s.pos, s.pos + s.length
+        if pos >= end:
+            continue
+        first = i = bisect.bisect_right(ends, pos)  # the first interval ending after pos
+        rest_starts: list[int] = []
+        rest_ends: list[int] = []
+        while i < len(starts) and starts[i] < end:
+            start, stop = starts[i], ends[i]
+            lo, hi = max(start, pos), min(stop, end)
+            painted.append(Slice(lo, s.id, s.size, s.offset + (lo - pos), hi - lo))
             if start < lo:
-                rest.append((start, lo))
-            if hi < end:
-                rest.append((hi, end))
-        uncovered = rest
-    painted.extend(Slice(start, 0, 0, 0, end - start) for start, end in uncovered)
+                rest_starts.append(start)
+                rest_ends.append(lo)
+            if hi < stop:
+                rest_starts.append(hi)
+                rest_ends.append(stop)
+            i += 1
+        if i > first:
+            starts[first:i] = rest_starts
+            ends[first:i] = rest_ends
+    painted.extend(
+        Slice(start, 0, 0, 0, stop - start) for start, stop in zip(starts, ends, strict=True)
+    )
     painted.sort(key=lambda seg: seg.pos)
     return painted
