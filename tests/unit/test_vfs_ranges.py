@@ -22,9 +22,9 @@ from riverfs.errors import FSError
 from riverfs.meta import AttrChange, dump, open_meta
 from riverfs.meta.ranges import pieces
 from riverfs.meta.slices import Slice
+from riverfs.tools.fsck import check_volume
+from riverfs.tools.gc import collect_garbage
 from riverfs.vfs.compact import compact_chunks
-from riverfs.vfs.fsck import check_volume
-from riverfs.vfs.gc import collect_garbage
 from riverfs.vfs.volume import Volume
 
 KIB = 1 << 10

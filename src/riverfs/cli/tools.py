@@ -55,7 +55,7 @@ def gc(meta_url: str, delete: bool, key_file: Path | None, min_age: float) -> No
     """Find objects no file references (leaked by crashes); with --delete remove them, run
     the queued deletes and compact fragmented chunks (an encrypted volume needs its
     passphrase for that)."""
-    from riverfs.vfs.gc import collect_garbage
+    from riverfs.tools.gc import collect_garbage
 
     r = _run_tool(
         meta_url,
@@ -89,7 +89,7 @@ def fsck(meta_url: str, repair: bool, check_data: bool, key_file: Path | None) -
 
     Exit status: 0 clean (or everything repaired), 1 damage or problems remain.
     """
-    from riverfs.vfs.fsck import check_volume
+    from riverfs.tools.fsck import check_volume
 
     r = _run_tool(
         meta_url,

@@ -230,8 +230,9 @@ class Meta:
 
         return await self.db.txn(fn, write=False)
 
-    async def _count(self, tx, inodes: int = 0, used: int = 0) -> None:
-        """Add to the volume's usage through this connection's own row (no hot spot)."""
+    async def count_in(self, tx, inodes: int = 0, used: int = 0) -> None:
+        """Add to the volume's usage through this connection's own row (no hot spot), inside
+        the caller's transaction `tx` (public: meta/ranges.py and meta/inventory.py count too)."""
         if not inodes and not used:
             return
         await tx.defer(
@@ -379,7 +380,7 @@ class Meta:
         it alive for this session (before the leader frees it). False if it is gone already."""
 
         async def fn(tx):
-            attr = await self._attr(tx, inode)
+            attr = await self.attr_in(tx, inode)
             if attr is None or attr.nlink > 0:
                 return attr is not None
             # Writing the node row makes a concurrent free of it conflict (and retry): the
@@ -435,7 +436,7 @@ class Meta:
         if grace and others_live:
             await tx.defer("INSERT INTO doomed VALUES (?, ?)", inode, now_ns())
             return 0
-        await self._free(tx, attr)
+        await self.free_in(tx, attr)
         return 1
 
     async def _others_live(self, tx) -> bool:
@@ -444,18 +445,22 @@ class Meta:
 
     # ---- reading the namespace ------------------------------------------------------------
 
-    async def _attr(self, tx, inode: int) -> Attr | None:
+    async def attr_in(self, tx, inode: int) -> Attr | None:
+        """The inode's attributes read inside the caller's transaction `tx` (no cache), None if
+        there is no such inode. Public for meta/ranges.py and meta/inventory.py, whose
+        operations run inside a transaction of Meta."""
         row = await tx.one(f"SELECT {_ATTR_COLS} FROM nodes WHERE inode = ?", inode)
         return Attr(*row) if row else None
 
-    async def _must_attr(self, tx, inode: int) -> Attr:
-        attr = await self._attr(tx, inode)
+    async def must_attr_in(self, tx, inode: int) -> Attr:
+        """attr_in, or ENOENT if there is no such inode."""
+        attr = await self.attr_in(tx, inode)
         if attr is None:
             raise FSError(errno.ENOENT, f"inode {inode}")
         return attr
 
     async def _dir(self, tx, inode: int) -> Attr:
-        attr = await self._must_attr(tx, inode)
+        attr = await self.must_attr_in(tx, inode)
         if not attr.is_dir:
             raise FSError(errno.ENOTDIR, f"inode {inode}")
         if attr.nlink == 0:
@@ -475,11 +480,11 @@ class Meta:
         """The inode's attributes; `fresh` skips the cache (open: close-to-open)."""
         cache = self.cache
         if cache is None or fresh:
-            return await self.db.txn(lambda tx: self._must_attr(tx, inode), write=False)
+            return await self.db.txn(lambda tx: self.must_attr_in(tx, inode), write=False)
         attr = cache.attr(inode)
         if attr is None:
             generation = cache.generation
-            attr = await self.db.txn(lambda tx: self._must_attr(tx, inode), write=False)
+            attr = await self.db.txn(lambda tx: self.must_attr_in(tx, inode), write=False)
             cache.put(attr, generation)
         return attr
 
@@ -501,12 +506,12 @@ class Meta:
 
         async def fn(tx):
             if name == b".":  # the kernel's export operations find any inode this way
-                attr = await self._must_attr(tx, parent)
+                attr = await self.must_attr_in(tx, parent)
                 if attr.nlink == 0:  # a file handle of a deleted file is stale
                     raise FSError(errno.ENOENT, f"inode {parent} was removed")
                 return attr
             if name == b"..":
-                return await self._must_attr(tx, (await self._dir(tx, parent)).parent)
+                return await self.must_attr_in(tx, (await self._dir(tx, parent)).parent)
             # The parent and the entry in one query: a miss needs the parent's state for its
             # errno, and a round trip to a remote database costs more than the join.
             row = await tx.one(
@@ -618,7 +623,7 @@ class Meta:
             )
             if target is not None:
                 await tx.defer("INSERT INTO symlinks VALUES (?, ?)", inode, target)
-            await self._count(tx, 1)
+            await self.count_in(tx, 1)
             tx.changes.entry(parent, name)
             if self.cache is not None:
                 tx.changes.after.append(lambda: self._created(attr, pattr, name))
@@ -638,7 +643,7 @@ class Meta:
         check_name(name)
 
         async def fn(tx):
-            attr = await self._must_attr(tx, inode)
+            attr = await self.must_attr_in(tx, inode)
             if attr.is_dir:
                 raise FSError(errno.EPERM, "hard link to a directory")
             if attr.nlink == 0:
@@ -654,7 +659,7 @@ class Meta:
             await self._touch_dir(tx, parent, t)
             tx.changes.entry(parent, name)
             tx.changes.attr(inode)
-            return await self._must_attr(tx, inode)
+            return await self.must_attr_in(tx, inode)
 
         return await self.db.txn(fn)
 
@@ -679,7 +684,7 @@ class Meta:
             await tx.defer("UPDATE nodes SET nlink = 0, ctime = ? WHERE inode = ?", t, attr.inode)
             await tx.defer("INSERT OR IGNORE INTO doomed VALUES (?, ?)", attr.inode, t)
         else:
-            await self._free(tx, attr)
+            await self.free_in(tx, attr)
 
     async def unlink(self, parent: int, name: bytes, in_use: InUse) -> Attr:
         """Remove parent/name (not a directory). Returns the attributes it had."""
@@ -855,7 +860,7 @@ class Meta:
         self, tx, inode: int, parent: int, name: bytes, uid: int, gid: int, t: int
     ) -> None:
         """The whiteout of a rename: a 0/0 character device at parent/name (just vacated)."""
-        pattr = await self._must_attr(tx, parent)
+        pattr = await self.must_attr_in(tx, parent)
         if pattr.mode & stat.S_ISGID:
             gid = pattr.gid
         attr = Attr(inode, stat.S_IFCHR, 1, uid, gid, 0, 0, 0, t, t, t, parent)
@@ -863,7 +868,7 @@ class Meta:
         await tx.defer(
             "INSERT INTO edges (parent, name, inode) VALUES (?, ?, ?)", parent, name, inode
         )
-        await self._count(tx, 1)
+        await self.count_in(tx, 1)
 
     async def _exchange(
         self,
@@ -930,15 +935,16 @@ class Meta:
 
         return await self.db.txn(fn)
 
-    async def _free(self, tx, attr: Attr) -> None:
-        """Delete an inode and queue its data for deletion from the store."""
+    async def free_in(self, tx, attr: Attr) -> None:
+        """Delete an inode and queue its data for deletion from the store, inside the caller's
+        transaction `tx` (public: fsck --repair frees deleted inodes, meta/inventory.py)."""
         inode = attr.inode
         if attr.stored:  # nothing stored: no slice holds data (saves a round trip)
             rows = await tx.all("SELECT slices FROM chunks WHERE inode = ?", inode)
             await refs.drop_rows(tx, [decode_slices(blob) for (blob,) in rows], now_ns())
         for table in ("chunks", "symlinks", "xattrs", "locks", "locked_inodes", "nodes"):
             await tx.defer(f"DELETE FROM {table} WHERE inode = ?", inode)
-        await self._count(tx, -1, -attr.stored)
+        await self.count_in(tx, -1, -attr.stored)
         tx.changes.attr(inode)
 
     async def _queue_slices(self, tx, slices: list[Slice]) -> None:
@@ -950,7 +956,7 @@ class Meta:
 
     async def setattr(self, inode: int, change: AttrChange) -> Attr:
         async def fn(tx):
-            attr = await self._must_attr(tx, inode)
+            attr = await self.must_attr_in(tx, inode)
             mode = (
                 attr.mode
                 if change.mode is None
@@ -968,7 +974,7 @@ class Meta:
                 inode,
             )
             tx.changes.attr(inode)
-            return await self._must_attr(tx, inode)
+            return await self.must_attr_in(tx, inode)
 
         return await self.db.txn(fn)
 
@@ -1037,7 +1043,7 @@ class Meta:
         inline_blocks = inline_blocks or {}
 
         async def fn(tx):
-            attr = await self._attr(tx, inode)
+            attr = await self.attr_in(tx, inode)
             if attr is None:
                 await self._queue_slices(tx, [s for _, s in slices if s.id not in inline_blocks])
                 return None
@@ -1067,7 +1073,7 @@ class Meta:
             t,
             attr.inode,
         )
-        await self._count(tx, used=stored - attr.stored)
+        await self.count_in(tx, used=stored - attr.stored)
         tx.changes.data(attr.inode)
         return dataclasses.replace(attr, size=length, stored=stored, mtime=t, ctime=t)
 
@@ -1075,7 +1081,7 @@ class Meta:
         """Set a regular file's length. Costs in proportion to the chunks actually stored."""
 
         async def fn(tx):
-            attr = await self._must_attr(tx, inode)
+            attr = await self.must_attr_in(tx, inode)
             if attr.is_dir:
                 raise FSError(errno.EISDIR)
             if not attr.is_file:
@@ -1300,7 +1306,7 @@ class Meta:
         async def fn(tx):
             row = await tx.one("SELECT value FROM xattrs WHERE inode = ? AND name = ?", inode, name)
             if row is None:
-                await self._must_attr(tx, inode)
+                await self.must_attr_in(tx, inode)
                 raise FSError(errno.ENODATA)
             return bytes(row[0])
 
@@ -1308,7 +1314,7 @@ class Meta:
 
     async def listxattr(self, inode: int) -> list[bytes]:
         async def fn(tx):
-            await self._must_attr(tx, inode)
+            await self.must_attr_in(tx, inode)
             rows = await tx.all("SELECT name FROM xattrs WHERE inode = ? ORDER BY name", inode)
             return [bytes(r[0]) for r in rows]
 
@@ -1318,7 +1324,7 @@ class Meta:
         self, inode: int, name: bytes, value: bytes, create: bool, replace: bool
     ) -> None:
         async def fn(tx):
-            await self._must_attr(tx, inode)
+            await self.must_attr_in(tx, inode)
             exists = await tx.one("SELECT 1 FROM xattrs WHERE inode = ? AND name = ?", inode, name)
             if create and exists:
                 raise FSError(errno.EEXIST)
@@ -1338,7 +1344,7 @@ class Meta:
     async def removexattr(self, inode: int, name: bytes) -> None:
         async def fn(tx):
             if not await tx.run("DELETE FROM xattrs WHERE inode = ? AND name = ?", inode, name):
-                await self._must_attr(tx, inode)
+                await self.must_attr_in(tx, inode)
                 raise FSError(errno.ENODATA)
             await tx.run("UPDATE nodes SET ctime = ? WHERE inode = ?", now_ns(), inode)
             tx.changes.attr(inode)

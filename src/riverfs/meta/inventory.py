@@ -103,9 +103,9 @@ async def free_inode(meta: Meta, inode: int) -> None:
     """Free a deleted inode (its data queued for deletion)."""
 
     async def fn(tx):
-        attr = await meta._attr(tx, inode)
+        attr = await meta.attr_in(tx, inode)
         if attr is not None and attr.nlink == 0:
-            await meta._free(tx, attr)
+            await meta.free_in(tx, attr)
 
     await meta.db.txn(fn)
 
@@ -216,7 +216,7 @@ async def replace_chunk(
         records = decode_slices(bytes(row[0])) if row is not None else None
         if fresh and intent is None:  # an earlier try committed (or gave up) already
             return records is not None and any(s.id == fresh for s in records)
-        attr = await meta._attr(tx, inode)
+        attr = await meta.attr_in(tx, inode)
         later = records[len(old) :] if records is not None else []
         end = idx * CHUNK_SIZE + max((s.end for s in new if s.id), default=0)
         if (
@@ -256,7 +256,7 @@ async def replace_chunk(
                     await refs.queue_blocks(tx, sid, size, first, last, due)
         stored = await _recount(tx, attr, idx, after_records)
         await tx.defer("UPDATE nodes SET stored = ? WHERE inode = ?", stored, inode)
-        await meta._count(tx, used=stored - attr.stored)
+        await meta.count_in(tx, used=stored - attr.stored)
         tx.changes.slices(inode)
         return True
 

@@ -278,13 +278,13 @@ async def _apply(
         t,
         inode,
     )
-    await meta._count(tx, used=stored - attr.stored)
+    await meta.count_in(tx, used=stored - attr.stored)
     tx.changes.data(inode)
     return dataclasses.replace(attr, size=length, stored=stored, mtime=mtime, ctime=t)
 
 
 async def _file(meta, tx, inode: int, not_a_file: int) -> Attr:
-    attr = await meta._must_attr(tx, inode)
+    attr = await meta.must_attr_in(tx, inode)
     if attr.is_dir:
         raise FSError(errno.EISDIR)
     if not attr.is_file:
@@ -348,7 +348,7 @@ async def seek(meta, tx, inode: int, offset: int, whence: int) -> int:
     """The first data (SEEK_DATA) or hole (SEEK_HOLE) byte at or after `offset`, in 4 KiB
     blocks as ext4 answers; the end of the file is a hole. ENXIO at or past the end, and for
     SEEK_DATA when no data follows."""
-    attr = await meta._must_attr(tx, inode)
+    attr = await meta.must_attr_in(tx, inode)
     size = attr.size
     if offset < 0 or offset >= size:
         raise FSError(errno.ENXIO)
