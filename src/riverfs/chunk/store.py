@@ -17,14 +17,17 @@ CPU work (checksums, compression, encryption) and cache file I/O run in a small 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import logging
+import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from riverfs import metrics
 from riverfs.chunk.block import (
     PAGE_SHIFT,
     PAGE_SIZE,
@@ -49,6 +52,15 @@ from riverfs.objects import InvalidRange, ObjectNotFound, ObjectStore, StoreErro
 log = logging.getLogger(__name__)
 
 INLINE_CODEC_BYTES = 64 << 10
+_BLOCK_READS = metrics.family(
+    "block_reads",
+    "Block (or page range) reads by where they were served from: memory, disk (the cache), "
+    "staging (not uploaded yet), store.",
+    metrics.Counter,
+    "source",
+)
+FROM_MEMORY, FROM_DISK = _BLOCK_READS.child("memory"), _BLOCK_READS.child("disk")
+FROM_STAGING, FROM_STORE = _BLOCK_READS.child("staging"), _BLOCK_READS.child("store")
 INLINE_PAGES = 2  # pages decoded in the event loop; more go to the pool
 MAX_LAYOUTS = 2048  # block headers and page tables remembered (~1 KiB each)
 MAX_DAMAGED = 1024  # blocks remembered as having a bad page
@@ -94,6 +106,14 @@ class BlockStore:
     async def _run(self, fn, *args: Any):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    async def _cached(self, fn, *args: Any):
+        """A disk-cache call in the pool, its time charged to the request as "cache"."""
+        timing = metrics.begin("cache", time.perf_counter_ns())
+        try:
+            return await self._run(fn, *args)
+        finally:
+            metrics.end("cache", timing, time.perf_counter_ns())
+
     async def _code(self, fn, data, arg):
         """Encode or decode: small blocks inline (a thread hop costs more), large in the pool."""
         if len(data) <= INLINE_CODEC_BYTES:
@@ -114,6 +134,7 @@ class BlockStore:
         data = self._mem.get(key)
         if data is not None:
             self._mem.move_to_end(key)
+            FROM_MEMORY.inc()
             return data
         fetch = self._inflight.get(key)
         if fetch is None:
@@ -187,7 +208,9 @@ class BlockStore:
                 self._pages.move_to_end((key, i))
                 found[i] = page
         missing = [i for i in wanted if i not in found]
-        if missing:
+        if not missing:
+            FROM_MEMORY.inc()
+        else:
             decoded = await self._fetch_pages(key, length, range(missing[0], missing[-1] + 1))
             if decoded is None:  # decodes only whole (version 1, compressed or encrypted)
                 return memoryview(await self._load(key))[start:end]
@@ -210,8 +233,9 @@ class BlockStore:
             self._layouts.move_to_end(key)
         if self.cache is not None and self.cache.has(key):
             try:
-                got = await self._run(self._read_cached, key, length, layout, wanted)
+                got = await self._cached(self._read_cached, key, length, layout, wanted)
                 if got is not None:
+                    FROM_DISK.inc()
                     layout, data = got
                     self._remember_layout(key, layout)
                     return None if data is None else await self._decode_pages(layout, wanted, data)
@@ -225,6 +249,7 @@ class BlockStore:
                 layout, data = await self._fetch_layout_and_pages(key, length, wanted)
             else:
                 data = await self.store.get_range(key, *layout.span(wanted))
+            FROM_STORE.inc()
         except BlockCorrupt as e:
             if not e.pages:
                 raise
@@ -345,24 +370,27 @@ class BlockStore:
 
     async def _fetch(self, key: str) -> bytes | memoryview:
         if self.cache is not None:
-            raw = await self._run(self.cache.get, key)
+            raw = await self._cached(self.cache.get, key)
             if raw is not None:
+                FROM_DISK.inc()
                 try:
                     return await self._code(self._decode, raw, key)
                 except BlockCorrupt as e:
                     log.warning("dropping corrupt cached block: %s", e)
                     await self._run(self.cache.discard, key)
         if self.staging is not None:
-            raw = await self._run(self.staging.get, key)
+            raw = await self._cached(self.staging.get, key)
             if raw is not None:
+                FROM_STAGING.inc()
                 return await self._code(self._decode, raw, key)
         try:
             raw = await self.store.get_buffer(key)
         except ObjectNotFound as e:
             raise BlockCorrupt(f"{key}: object missing from the store") from e
+        FROM_STORE.inc()
         data = await self._code(self._decode, raw, key)
         if self.cache is not None:
-            await self._run(self.cache.put, key, raw)
+            await self._cached(self.cache.put, key, raw)
         return data
 
     def _decode(self, raw: bytes | memoryview, key: str) -> bytes | memoryview:
@@ -387,7 +415,10 @@ class BlockStore:
             return
         if len(self._prefetching) >= self._max_prefetch:
             return
-        task = asyncio.get_running_loop().create_task(self._prefetch(slice_id, index, length))
+        # Its own (empty) context: a read that asks for read-ahead is not charged its time.
+        task = asyncio.get_running_loop().create_task(
+            self._prefetch(slice_id, index, length), context=contextvars.Context()
+        )
         self._prefetching.add(task)
         task.add_done_callback(self._prefetching.discard)
 
@@ -429,6 +460,11 @@ class BlockStore:
         except FSError as e:
             why = f"the store failed ({cause})" if cause else "the store is unreachable"
             raise FSError(errno.EIO, f"{why} and staging refused {key}: {e}") from e
+
+    @property
+    def memory_used(self) -> int:
+        """Bytes of decoded blocks and pages held in memory."""
+        return self._mem_used + self._pages_used
 
     @property
     def degraded(self) -> bool:

@@ -40,9 +40,13 @@ DEFAULT_INLINE_LIMIT = "4K"  # the decision and its figures: docs/ARCHITECTURE.m
 log = logging.getLogger("riverfs")
 
 
-def _setup_logging(debug: bool, level: int) -> None:
-    """Commands talk to the user in one line; only the mount daemon (and --debug) logs."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(debug: bool, level: int, tag: str = "") -> None:
+    """Commands talk to the user in one line; only the mount daemon (and --debug) logs, each
+    line tagged with its pid and mountpoint (`tag`) so mounts sharing a log stay readable."""
+    tag = tag.replace("%", "%%")
+    logging.basicConfig(
+        format=f"%(asctime)s {tag}%(levelname)s %(name)s: %(message)s", force=bool(tag)
+    )
     logging.getLogger().setLevel(logging.DEBUG if debug else level)
 
 
@@ -251,6 +255,21 @@ def _ensure_default_volume() -> str:
 @click.option(
     "--suid", is_flag=True, help="setuid/setgid honoured on exec (root only; default nosuid)."
 )
+@click.option(
+    "--trace",
+    is_flag=True,
+    envvar="RIVERFS_TRACE",
+    help="Log a summary by operation every 10 s and a line for every operation slower than "
+    "--slow-ms, with where its time went (also RIVERFS_TRACE=1).",
+)
+@click.option(
+    "--slow-ms", default=50.0, show_default=True, help="What --trace calls slow (milliseconds)."
+)
+@click.option(
+    "--metrics",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (names: docs/METRICS.md).",
+)
 @click.option("--ready-fd", type=int, hidden=True)
 @click.option("--secrets-fd", type=int, hidden=True)
 def mount(args, mount_opts, **options) -> None:
@@ -331,6 +350,9 @@ def _mount(
     fsname,
     dev,
     suid,
+    trace,
+    slow_ms,
+    metrics,
     ready_fd,
     passphrase,
 ) -> None:
@@ -369,7 +391,14 @@ def _mount(
         fsname=fsname or "riverfs",
         dev=dev,
         suid=suid,
+        trace=trace,
+        slow_ms=max(slow_ms, 0.0),
+        metrics=metrics,
     )
+    if metrics is not None:
+        from riverfs.metrics import parse_address
+
+        parse_address(metrics)  # a bad address fails here, before anything is mounted
     if background:
         argv = [
             daemon.META_URL_FROM_SECRETS,
@@ -397,6 +426,8 @@ def _mount(
         argv += ["--writeback-cache"] * writeback_cache
         argv += ["--atime", options.atime, "--fsname", options.fsname]
         argv += ["--nodiratime"] * nodiratime + ["--dev"] * dev + ["--suid"] * suid
+        argv += ["--trace"] * trace + ["--slow-ms", str(slow_ms)]
+        argv += ["--metrics", metrics] if metrics is not None else []
         secrets = {"meta_url": daemon.with_meta_password(meta_url)}
         if key_file is not None:
             argv += ["--key-file", os.path.abspath(key_file)]
@@ -410,7 +441,7 @@ def _mount(
         )
         return
 
-    _setup_logging(debug, logging.INFO)
+    _setup_logging(debug, logging.INFO, f"[{os.getpid()} {mountpoint}] ")
 
     async def run() -> None:
         volume = await open_volume(meta_url, cache_dir)

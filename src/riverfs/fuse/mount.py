@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -10,12 +11,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from riverfs import metrics
 from riverfs.chunk.cache import DiskCache
 from riverfs.chunk.staging import Staging
 from riverfs.chunk.store import BlockStore
 from riverfs.errors import RiverError
 from riverfs.fuse import session as fuse_session
 from riverfs.fuse.operations import Operations
+from riverfs.fuse.trace import Observer
+from riverfs.fuse.virtual import VirtualFiles
 from riverfs.objects.urls import redact_url
 from riverfs.vfs.fs import VFS
 from riverfs.vfs.options import MountOptions
@@ -153,7 +157,25 @@ def build_vfs(volume: Volume, options: MountOptions) -> VFS:
         staging=staging,
         writeback=options.writeback,
     )
-    return VFS(volume.meta, blocks, settings, options)
+    vfs = VFS(volume.meta, blocks, settings, options)
+    _watch(vfs, blocks, staging, cache)
+    return vfs
+
+
+def _watch(vfs: VFS, blocks: BlockStore, staging: Staging, cache: DiskCache | None) -> None:
+    """Point the gauges (read when sampled) at this mount's parts."""
+    gauges = {
+        "write_buffer_bytes": ("Memory held by write buffers.", lambda: vfs.budget.used),
+        "block_memory_bytes": ("Decoded blocks, pages in memory.", lambda: blocks.memory_used),
+        "disk_cache_bytes": ("Bytes in the disk cache.", lambda: cache.used if cache else 0),
+        "uploads_waiting": ("Blocks staged, not uploaded yet.", lambda: staging.waiting),
+        "uploads_waiting_bytes": ("Bytes staged, not uploaded yet.", lambda: staging.waiting_bytes),
+        "store_down": ("1 while the store is unreachable (degraded).", lambda: staging.store_down),
+        "compacted_chunks": ("Chunks this mount compacted.", lambda: vfs.compactor.compacted),
+        "compacted_bytes": ("Bytes compaction rewrote.", lambda: vfs.compactor.bytes_written),
+    }
+    for name, (help, read) in gauges.items():
+        metrics.gauge(name, help).read = read
 
 
 async def serve(
@@ -164,6 +186,7 @@ async def serve(
 ) -> None:
     """Mount, call `on_ready` once the kernel's INIT is answered, serve requests until
     unmounted (or SIGINT/SIGTERM); then flush everything and end the session."""
+    exporter = metrics.serve_prometheus(options.metrics) if options.metrics else None
     vfs = build_vfs(volume, options)
     target = mount_path(mountpoint)
     await vfs.start(str(mountpoint))
@@ -179,10 +202,20 @@ async def serve(
         )
     except RiverError:
         await vfs.stop()
+        if exporter is not None:
+            exporter.shutdown()
         raise
     settings = fuse_session.Settings(max_write=MAX_WRITE, writeback_cache=options.writeback_cache)
-    session = fuse_session.Session(fd, Operations(vfs, options).handlers(), settings)
+    ops = Operations(vfs, options)
+    handlers = ops.handlers()
+    session = fuse_session.Session(fd, handlers, settings)
+    observer = Observer(session, trace=options.trace, slow_ms=options.slow_ms)
+    ops.virtual = VirtualFiles(
+        ops.entry, ops.attr_out, observer, lambda: config_text(volume, options, mountpoint)
+    )
+    session.route_special(*ops.virtual.routes(handlers[fuse_session.p.Op.STATFS]))
     session.start()
+    observer.start()
     vfs.watcher.kernel = session.notifier
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -202,7 +235,33 @@ async def serve(
             loop.remove_signal_handler(sig)
         session.stop()
         fuse_session.unmount(target)  # a no-op after `riverfs umount`
+        ops.virtual.close()
+        observer.close()
         await session.drain()
         session.close()
         await vfs.stop()
+        if exporter is not None:
+            exporter.shutdown()
         log.info("volume %s unmounted from %s", volume.settings.uuid, mountpoint)
+
+
+def config_text(volume: Volume, options: MountOptions, mountpoint: Path) -> bytes:
+    """The contents of `.riverfs/config`: `name = value` lines of the effective mount options
+    and the volume's settings; URLs without their credentials, no keys."""
+    s = volume.settings
+    lines = {
+        "mountpoint": str(mountpoint),
+        "pid": os.getpid(),
+        "volume.uuid": s.uuid,
+        "volume.storage": redact_url(s.storage),
+        "volume.block_size": s.block_size,
+        "volume.compression": s.compression,
+        "volume.capacity": s.capacity,
+        "volume.encrypted": volume.encrypted,
+        "volume.inline_limit": s.inline_limit,
+        "volume.format_version": s.format_version,
+        "volume.degraded": volume.degraded,
+    }
+    for name, value in sorted(dataclasses.asdict(options).items()):
+        lines[f"mount.{name}"] = value
+    return "".join(f"{k} = {v}\n" for k, v in lines.items()).encode()

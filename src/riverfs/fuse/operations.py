@@ -14,8 +14,10 @@ import logging
 import os
 import stat
 
+from riverfs import metrics
 from riverfs.errors import FSError
 from riverfs.fuse import protocol as p
+from riverfs.fuse import virtual
 from riverfs.fuse.session import Handler, Request
 from riverfs.meta import Attr, AttrChange
 from riverfs.meta.engine import now_ns
@@ -36,6 +38,8 @@ SETATTR_VALID = (
     | p.FATTR_KILL_SUIDGID
 )  # fmt: skip
 RENAME_FLAGS = 1 | 2 | 4  # RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT
+READ_BYTES = metrics.counter("fuse_read_bytes", "Bytes returned by FUSE reads.")
+WRITE_BYTES = metrics.counter("fuse_written_bytes", "Bytes taken by FUSE writes.")
 
 
 def _name(body: memoryview, start: int = 0) -> bytes:
@@ -54,6 +58,12 @@ def _two_names(body: memoryview, start: int) -> tuple[bytes, bytes]:
     return parts[0], parts[1]
 
 
+def _not_virtual(parent: int, name: bytes) -> None:
+    """Refuse to create, remove or rename `.riverfs` in the root (or anything under it)."""
+    if (parent == 1 and name == virtual.NAME) or parent >= virtual.FIRST:
+        raise FSError(errno.EPERM, "the .riverfs directory of the mount root is reserved")
+
+
 def _split_ns(t: int) -> tuple[int, int]:
     return divmod(t, 1_000_000_000)
 
@@ -68,6 +78,7 @@ class Operations:
         self.vfs = vfs
         self.entry_valid = _valid(options.entry_timeout)
         self.attr_valid = _valid(options.attr_timeout)
+        self.virtual: virtual.VirtualFiles | None = None  # .riverfs/ in the root, when served
 
     def handlers(self) -> dict[int, Handler]:
         """Opcode -> handler, for every request riverfs answers."""
@@ -140,7 +151,7 @@ class Operations:
             0,
         )
 
-    def _entry(self, attr: Attr) -> bytes:
+    def entry(self, attr: Attr) -> bytes:
         """A fuse_entry_out; does not count a kernel reference."""
         e_s, e_ns = self.entry_valid
         a_s, a_ns = self.attr_valid
@@ -149,9 +160,9 @@ class Operations:
     def _known(self, attr: Attr) -> bytes:
         """The reply for an inode handed to the kernel: counts one kernel reference."""
         self.vfs.remember(attr.inode)
-        return self._entry(attr)
+        return self.entry(attr)
 
-    def _attr_out(self, attr: Attr) -> bytes:
+    def attr_out(self, attr: Attr) -> bytes:
         a_s, a_ns = self.attr_valid
         return p.ATTR_OUT.pack(a_s, a_ns, 0, *self._attr(attr))
 
@@ -162,7 +173,10 @@ class Operations:
     # ---- namespace ------------------------------------------------------------------------
 
     async def lookup(self, req: Request, body: memoryview) -> bytes:
-        return self._known(await self.vfs.lookup(req.nodeid, _name(body)))
+        name = _name(body)
+        if name == virtual.NAME and req.nodeid == 1 and self.virtual is not None:
+            return self.virtual.dir_entry()
+        return self._known(await self.vfs.lookup(req.nodeid, name))
 
     async def forget(self, req: Request, body: memoryview) -> None:
         (count,) = p.FORGET_IN.unpack_from(body)
@@ -184,7 +198,7 @@ class Operations:
             log.exception("forget of inode %d failed", inode)
 
     async def getattr(self, req: Request, body: memoryview) -> bytes:
-        return self._attr_out(await self.vfs.getattr(req.nodeid))
+        return self.attr_out(await self.vfs.getattr(req.nodeid))
 
     async def setattr(self, req: Request, body: memoryview) -> bytes:
         (valid, _, _fh, size, _owner, atime, mtime, ctime, atime_ns, mtime_ns, ctime_ns, mode, _,
@@ -205,7 +219,7 @@ class Operations:
         new_size = size if valid & p.FATTR_SIZE else None
         kill = bool(valid & p.FATTR_KILL_SUIDGID)
         attr = await self.vfs.setattr(req.nodeid, change, new_size, self._caller(req), kill)
-        return self._attr_out(attr)
+        return self.attr_out(attr)
 
     async def readlink(self, req: Request, body: memoryview) -> bytes:
         return await self.vfs.readlink(req.nodeid)
@@ -213,40 +227,53 @@ class Operations:
     async def mknod(self, req: Request, body: memoryview) -> bytes:
         mode, rdev, _umask, _ = p.MKNOD_IN.unpack_from(body)
         name = _name(body, p.MKNOD_IN.size)
+        _not_virtual(req.nodeid, name)
         return self._known(await self.vfs.create(req.nodeid, name, mode, req.uid, req.gid, rdev))
 
     async def mkdir(self, req: Request, body: memoryview) -> bytes:
         mode, _umask = p.MKDIR_IN.unpack_from(body)
         name = _name(body, p.MKDIR_IN.size)
+        _not_virtual(req.nodeid, name)
         mode = stat.S_IFDIR | stat.S_IMODE(mode)
         return self._known(await self.vfs.create(req.nodeid, name, mode, req.uid, req.gid))
 
     async def symlink(self, req: Request, body: memoryview) -> bytes:
         name, target = _two_names(body, 0)
+        _not_virtual(req.nodeid, name)
         return self._known(await self.vfs.symlink(req.nodeid, name, target, req.uid, req.gid))
 
     async def link(self, req: Request, body: memoryview) -> bytes:
         (inode,) = p.LINK_IN.unpack_from(body)
         name = _name(body, p.LINK_IN.size)
+        _not_virtual(req.nodeid, name)
+        _not_virtual(inode, b"")
         return self._known(await self.vfs.link(inode, req.nodeid, name))
 
     async def unlink(self, req: Request, body: memoryview) -> bytes:
-        await self.vfs.unlink(req.nodeid, _name(body))
+        name = _name(body)
+        _not_virtual(req.nodeid, name)
+        await self.vfs.unlink(req.nodeid, name)
         return b""
 
     async def rmdir(self, req: Request, body: memoryview) -> bytes:
-        await self.vfs.rmdir(req.nodeid, _name(body))
+        name = _name(body)
+        _not_virtual(req.nodeid, name)
+        await self.vfs.rmdir(req.nodeid, name)
         return b""
 
     async def rename(self, req: Request, body: memoryview) -> bytes:
         (new_parent,) = p.RENAME_IN.unpack_from(body)
         old, new = _two_names(body, p.RENAME_IN.size)
+        _not_virtual(req.nodeid, old)
+        _not_virtual(new_parent, new)
         await self.vfs.rename(req.nodeid, old, new_parent, new, 0)
         return b""
 
     async def rename2(self, req: Request, body: memoryview) -> bytes:
         new_parent, flags, _ = p.RENAME2_IN.unpack_from(body)
         old, new = _two_names(body, p.RENAME2_IN.size)
+        _not_virtual(req.nodeid, old)
+        _not_virtual(new_parent, new)
         if flags & ~RENAME_FLAGS:
             raise FSError(errno.EINVAL, f"rename flags {flags:#x}")
         await self.vfs.rename(req.nodeid, old, new_parent, new, flags, self._caller(req))
@@ -275,7 +302,7 @@ class Operations:
             if len(out) + need > size:
                 return False
             if plus:
-                out.extend(self._entry(attr))
+                out.extend(self.entry(attr))
             kind = stat.S_IFMT(attr.mode) >> 12
             out.extend(p.DIRENT.pack(attr.inode, cookie, len(name), kind))
             out.extend(name)
@@ -322,12 +349,18 @@ class Operations:
     async def create(self, req: Request, body: memoryview) -> list[bytes]:
         flags, mode, _umask, _ = p.CREATE_IN.unpack_from(body)
         name = _name(body, p.CREATE_IN.size)
+        _not_virtual(req.nodeid, name)
         fh, attr = await self.vfs.create_file(req.nodeid, name, mode, flags, self._caller(req))
         return [self._known(attr), p.OPEN_OUT.pack(fh, 0, 0)]
 
     async def read(self, req: Request, body: memoryview) -> list[bytes | memoryview]:
         fh, offset, size = p.READ_IN.unpack_from(body)[:3]
-        return await self.vfs.read_pieces(fh, offset, size)
+        pieces = await self.vfs.read_pieces(fh, offset, size)
+        n = 0
+        for piece in pieces:
+            n += len(piece)
+        READ_BYTES.inc(n)
+        return pieces
 
     async def write(self, req: Request, body: memoryview) -> bytes:
         fh, offset, size, write_flags = p.WRITE_IN.unpack_from(body)[:4]
@@ -335,7 +368,9 @@ class Operations:
         if len(data) != size:
             raise FSError(errno.EINVAL, f"write of {size} bytes carries {len(data)}")
         kill = bool(write_flags & p.FUSE_WRITE_KILL_SUIDGID)
-        return p.WRITE_OUT.pack(await self.vfs.write(fh, offset, data, kill), 0)
+        written = await self.vfs.write(fh, offset, data, kill)
+        WRITE_BYTES.inc(written)
+        return p.WRITE_OUT.pack(written, 0)
 
     async def flush(self, req: Request, body: memoryview) -> bytes:
         fh, _, _, lock_owner = p.FLUSH_IN.unpack_from(body)
@@ -369,9 +404,10 @@ class Operations:
         return p.LSEEK_OUT.pack(await self.vfs.lseek(fh, offset, whence))
 
     async def copy_file_range(self, req: Request, body: memoryview) -> bytes:
-        fh_in, off_in, _nodeid_out, fh_out, off_out, length, flags = (
+        fh_in, off_in, nodeid_out, fh_out, off_out, length, flags = (
             p.COPY_FILE_RANGE_IN.unpack_from(body)
         )
+        _not_virtual(nodeid_out, b"")
         if flags:
             raise FSError(errno.EINVAL, f"copy_file_range flags {flags:#x}")
         length = min(length, 0xFFFFFFFF)  # fuse_write_out.size is 32 bits

@@ -31,6 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from riverfs import metrics
 from riverfs.errors import FSError, RiverError
 from riverfs.fuse import protocol as p
 
@@ -53,6 +54,13 @@ SPIN_MAX_MISSES = 8  # polls in a row that found nothing: stop polling ...
 SPIN_RETRY_AFTER = 256  # ... for this many wake-ups
 NOTIFY_QUEUE_LIMIT = 10_000
 MS_NOSUID, MS_NODEV, MS_RDONLY = 2, 4, 1
+
+OP_SECONDS = metrics.family(
+    "fuse_op_seconds", "FUSE requests answered, by operation: latency.", metrics.Histogram, "op"
+)
+OP_ERRORS = metrics.family(
+    "fuse_op_errors", "FUSE requests answered with an error, by operation.", metrics.Counter, "op"
+)
 MNT_DETACH = 2
 
 
@@ -66,6 +74,8 @@ class Request:
     uid: int
     gid: int
     pid: int
+    start: int = 0  # perf_counter_ns when it was read
+    timing: metrics.Timing | None = None  # where its time went, when the trace asks
 
 
 @dataclass(slots=True)
@@ -216,6 +226,12 @@ class Session:
     def __init__(self, fd: int, handlers: dict[int, Handler], settings: Settings) -> None:
         self.fd = fd
         self.handlers = handlers
+        self._special_first: int = 1 << 64  # see `route_special`
+        self._special: dict[int, Handler] = {}
+        self._special_other: Handler | None = None
+        self.observer = None  # a trace.Observer while someone listens to completed requests
+        self.timed = False  # the trace wants to know where each request's time went
+        self._latency: dict[int, metrics.Histogram] = {}
         self.settings = settings
         self.proto_minor = 0
         self.agreed = p.Init(0)
@@ -231,6 +247,11 @@ class Session:
         self._spin_misses = 0
         self._spin_skipped = 0
         self.notifier = Notifier(fd)
+
+    def route_special(self, first: int, handlers: dict[int, Handler], other: Handler) -> None:
+        """Serve requests on inodes from `first` up with `handlers` (by opcode; `other` for
+        the rest): the mount's virtual files, which the vfs never sees."""
+        self._special_first, self._special, self._special_other = first, handlers, other
 
     # -- life cycle
 
@@ -351,7 +372,10 @@ class Session:
             log.error("%s request with a body of %d bytes", _op_name(opcode), len(body))
             self.reply_error(unique, errno.EINVAL)
             return
-        handler = self.handlers.get(opcode)
+        if nodeid >= self._special_first:
+            handler = self._special.get(opcode, self._special_other)
+        else:
+            handler = self.handlers.get(opcode)
         if handler is None:
             if opcode == p.Op.INIT:
                 self._init(unique, body)
@@ -360,36 +384,64 @@ class Session:
             elif opcode not in (p.Op.FORGET, p.Op.BATCH_FORGET):
                 self.reply_error(unique, errno.ENOSYS)
             return
-        req = Request(opcode, unique, nodeid, uid, gid, pid)
+        req = Request(opcode, unique, nodeid, uid, gid, pid, time.perf_counter_ns())
+        if self.timed:
+            req.timing = metrics.Timing()
+            token = metrics.current.set(req.timing)
+            try:
+                self._start(req, body, handler)
+            finally:
+                metrics.current.reset(token)
+        else:
+            self._start(req, body, handler)
+
+    def _start(self, req: Request, body: memoryview, handler: Handler) -> None:
         coro = handler(req, body)
         try:
             first = coro.send(None)
         except StopIteration as done:
-            self.reply(unique, done.value)
+            self.reply(req.unique, done.value)
+            self._completed(req, body, done.value, 0)
             return
         except BaseException as e:
-            self._failed(req, e)
+            self._completed(req, body, None, self._failed(req, e))
             return
-        task = self._loop.create_task(self._finish(req, _Resume(coro, first)))
-        self._tasks[unique] = (task, opcode)
+        opcode = req.opcode
+        task = self._loop.create_task(self._finish(req, body, _Resume(coro, first)))
+        self._tasks[req.unique] = (task, opcode)
         if opcode not in UNBOUNDED:
             self._bounded += 1
             if self._bounded >= self.settings.max_in_flight:
                 self._pause_reading()
 
-    async def _finish(self, req: Request, work: _Resume) -> None:
+    def _completed(self, req: Request, body: memoryview, reply: Reply, err: int) -> None:
+        """Count an answered request (and tell the observer, if someone listens)."""
+        ns = time.perf_counter_ns() - req.start
+        latency = self._latency.get(req.opcode)
+        if latency is None:
+            latency = self._latency[req.opcode] = OP_SECONDS.child(op_label(req.opcode))
+        latency.observe_ns(ns)
+        if err:
+            OP_ERRORS.child(op_label(req.opcode)).inc()
+        if self.observer is not None:
+            self.observer.completed(req, body, reply, err, ns)
+
+    async def _finish(self, req: Request, body: memoryview, work: _Resume) -> None:
         try:
             result = await work
         except asyncio.CancelledError:
             if req.unique in self._interrupted:
                 self.reply_error(req.unique, errno.EINTR)
+                self._completed(req, body, None, errno.EINTR)
             else:
                 self.reply_error(req.unique, errno.EIO)
+                self._completed(req, body, None, errno.EIO)
                 raise
         except BaseException as e:
-            self._failed(req, e)
+            self._completed(req, body, None, self._failed(req, e))
         else:
             self.reply(req.unique, result)
+            self._completed(req, body, result, 0)
         finally:
             self._interrupted.discard(req.unique)
             _, opcode = self._tasks.pop(req.unique)
@@ -398,12 +450,13 @@ class Session:
                 if self._bounded < self.settings.max_in_flight and not self._done.done():
                     self._resume_reading()
 
-    def _failed(self, req: Request, e: BaseException) -> None:
+    def _failed(self, req: Request, e: BaseException) -> int:
         """Errors are translated here, once: FSError to its errno; anything else is logged
-        and answered EIO (the mount keeps running)."""
+        and answered EIO (the mount keeps running). Returns the errno answered."""
         if isinstance(e, FSError):
             self.reply_error(req.unique, e.errno)
-        elif isinstance(e, Exception):
+            return e.errno
+        if isinstance(e, Exception):
             log.error(
                 "%s of inode %d failed unexpectedly; answering EIO",
                 _op_name(req.opcode),
@@ -411,8 +464,8 @@ class Session:
                 exc_info=e,
             )
             self.reply_error(req.unique, errno.EIO)
-        else:
-            raise e
+            return errno.EIO
+        raise e
 
     def _interrupt(self, body: memoryview) -> None:
         (target,) = p.INTERRUPT_IN.unpack_from(body)
@@ -525,6 +578,14 @@ def _op_name(opcode: int) -> str:
         return p.Op(opcode).name
     except ValueError:
         return f"opcode {opcode}"
+
+
+def op_label(opcode: int) -> str:
+    """The operation's name in metrics and logs of requests: `lookup`, `op4099`."""
+    try:
+        return p.Op(opcode).name.lower()
+    except ValueError:
+        return f"op{opcode}"
 
 
 # ---- notifications ------------------------------------------------------------------------

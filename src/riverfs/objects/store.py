@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from obstore.exceptions import (
 )
 from obstore.store import AzureStore, GCSStore, LocalStore, MemoryStore, S3Store
 
+from riverfs import metrics
 from riverfs.errors import RiverError
 from riverfs.objects.credentials import Credentials
 from riverfs.objects.errors import (
@@ -55,6 +57,20 @@ from riverfs.objects.retry import RetryPolicy, is_retryable, with_retries
 from riverfs.objects.urls import StoreConfig, parse_store_url, redact_url
 
 log = logging.getLogger(__name__)
+
+STORE_SECONDS = metrics.family(
+    "store_request_seconds",
+    "Object-store requests by operation (get, put, head, delete, list, copy): latency, "
+    "retries included.",
+    metrics.Histogram,
+    "op",
+)
+STORE_ERRORS = metrics.family(
+    "store_request_errors",
+    "Object-store requests that failed for good (after retries), by operation.",
+    metrics.Counter,
+    "op",
+)
 
 META_DIR = ".riverfs-meta"
 PART_SIZE = 8 << 20  # multipart part size, and the size of streamed read parts
@@ -239,7 +255,20 @@ class ObjectStore:
         return f"ObjectStore({self.url!r})"
 
     async def _call(self, what: str, attempt):
-        return await with_retries(self.policy, what, attempt, lambda e: classify(e, what))
+        op = what.split(" ", 1)[0]
+        start = time.perf_counter_ns()
+        timing = metrics.begin("store", start)
+        try:
+            return await with_retries(self.policy, what, attempt, lambda e: classify(e, what))
+        except ObjectNotFound:
+            raise  # an answer, not a failure
+        except BaseException:
+            STORE_ERRORS.child(op).inc()
+            raise
+        finally:
+            now = time.perf_counter_ns()
+            STORE_SECONDS.child(op).observe_ns(now - start)
+            metrics.end("store", timing, now)
 
     # ---- reading ----
 

@@ -38,3 +38,8 @@ class MountOptions:
     fsname: str = "riverfs"  # the device name /proc/mounts shows
     dev: bool = False  # device nodes usable (root only; default nodev)
     suid: bool = False  # setuid/setgid honoured on exec (root only; default nosuid)
+    # Observability (fuse/trace.py, metrics.py): the trace's interval summary and slow-op
+    # lines; the Prometheus endpoint's "host:port" (None: not served)
+    trace: bool = False
+    slow_ms: float = 50.0
+    metrics: str | None = None
