@@ -23,7 +23,7 @@ from riverfs.errors import FSError
 from riverfs.meta import Attr, AttrChange, Entry, Meta, VolumeSettings
 from riverfs.meta.engine import now_ns
 from riverfs.objects import StoreError
-from riverfs.vfs import ranges
+from riverfs.vfs import introspect, ranges
 from riverfs.vfs.compactor import CompactionSettings, Compactor
 from riverfs.vfs.deleter import Deleter
 from riverfs.vfs.handles import Caller, HandleTable
@@ -118,7 +118,17 @@ class VFS:
         staging = self.blocks.staging
         if staging is not None and staging.waiting:
             log.info("uploading %d staged blocks before unmounting", staging.waiting)
-            await staging.drain()
+            left = await staging.drain(self.options.unmount_wait)
+            if left:
+                log.warning(
+                    "store unreachable for %.0fs: %d staged blocks (%d bytes) stay in %s; "
+                    "mount this volume again with this cache dir to upload them (until then "
+                    "other mounts get EIO reading them)",
+                    self.options.unmount_wait,
+                    left,
+                    staging.waiting_bytes,
+                    staging.dir,
+                )
         await self.deleter.stop()
         freed = await self.session.stop()
         if freed:
@@ -582,6 +592,8 @@ class VFS:
         )
 
     async def getxattr(self, inode: int, name: bytes) -> bytes:
+        if introspect.is_virtual(name):  # riverfs.*: answered by the daemon, never stored
+            return await introspect.getxattr(self, inode, name)
         _check_xattr_name(name)
         return await self.meta.getxattr(inode, name)
 
@@ -592,6 +604,7 @@ class VFS:
         return names
 
     async def setxattr(self, inode: int, name: bytes, value: bytes, flags: int) -> None:
+        introspect.refuse(name)
         self._writable()
         _check_xattr_name(name)
         await self.meta.setxattr(
@@ -603,6 +616,7 @@ class VFS:
         )
 
     async def removexattr(self, inode: int, name: bytes) -> None:
+        introspect.refuse(name)
         self._writable()
         _check_xattr_name(name)
         await self.meta.removexattr(inode, name)
