@@ -118,17 +118,7 @@ class VFS:
         staging = self.blocks.staging
         if staging is not None and staging.waiting:
             log.info("uploading %d staged blocks before unmounting", staging.waiting)
-            left = await staging.drain(self.options.unmount_wait)
-            if left:
-                log.warning(
-                    "store unreachable for %.0fs: %d staged blocks (%d bytes) stay in %s; "
-                    "mount this volume again with this cache dir to upload them (until then "
-                    "other mounts get EIO reading them)",
-                    self.options.unmount_wait,
-                    left,
-                    staging.waiting_bytes,
-                    staging.dir,
-                )
+            await staging.drain()
         await self.deleter.stop()
         freed = await self.session.stop()
         if freed:
