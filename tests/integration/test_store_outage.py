@@ -229,3 +229,31 @@ def test_a_store_that_refuses_is_still_an_error_at_mount(outage, tmp_path):
     proc = run_cli("mount", *args, check=False, timeout=60)
     assert proc.returncode != 0
     assert "cannot use storage" in proc.stderr
+
+
+def test_unmount_with_the_store_down_leaves_staged_blocks_for_the_next_mount(outage):
+    """umount does not hang on a dead store: after --unmount-wait it says what it left in
+    staging, and the next mount from that cache dir uploads it; nothing is lost."""
+    vol, proxy = outage
+    m = vol.mount(None, "--writeback", "--unmount-wait", "2")
+    cut_off(proxy)
+    data = os.urandom(1_500_000)
+    with open(m.path / "f", "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    assert staged(vol)
+    out = run_cli("umount", str(m.path), timeout=120).stdout
+    assert "were not uploaded and stay in" in out, out
+    assert "riverfs umount" not in out and out.count("\n") == 1, "one line"
+    assert staged(vol), "the blocks stay, durable"
+    assert "were not uploaded" in mount_log(vol)
+
+    proxy.clear()  # the store is back: the next mount uploads what was left
+    m = vol.mount(None, "--writeback")
+    wait_until(lambda: not staged(vol), 60)
+    m.umount()
+    m = vol.mount(None, "--cache-size", "0")  # from the store only
+    assert (m.path / "f").read_bytes() == data
+    m.umount()
+    fsck_clean(vol)

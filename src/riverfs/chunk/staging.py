@@ -9,7 +9,9 @@ the store: a block committed in metadata but not uploaded yet is only here.
 
 After a crash the next mount finds the staged files (their names are the object keys,
 flattened), serves reads of them from here and queues their uploads. Unmount waits until
-everything is uploaded. Staging refuses new blocks (ENOSPC) when its disk is 95% full.
+everything is uploaded, or until the store has been unreachable for `--unmount-wait`
+seconds: then the blocks stay here for the next mount (other mounts cannot read them
+meanwhile; nothing is lost). Staging refuses new blocks (ENOSPC) when its disk is 95% full.
 
 Every mount has a staging area, not only write-back ones: a synchronous mount spills here the
 blocks the store refuses (so fsync can still return 0, the data being durable) and sends its
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
 DRAIN_BACKOFF = 2.0  # longest pause between retries while unmount waits
+DRAIN_CHECK = 0.5  # seconds between looks at the store's state while unmount waits
 MIN_FREE = 0.05  # staging fails writes with ENOSPC before its disk is this close to full
 
 
@@ -178,6 +181,10 @@ class Staging:
             code = errno.ENOSPC if e.errno in (errno.ENOSPC, errno.EDQUOT) else errno.EIO
             raise FSError(code, f"syncing staged blocks in {self.dir}: {e.strerror}") from e
 
+    def holds(self, key: str) -> bool:
+        """True while the block waits here to be uploaded (`riverfs info`)."""
+        return key in self._sizes
+
     def get(self, key: str) -> bytes | None:
         """The staged block, or None (blocking: run it in a thread)."""
         if key not in self._sizes:
@@ -234,13 +241,30 @@ class Staging:
         path.unlink(missing_ok=True)
         self._sizes.pop(key, None)
 
-    async def drain(self) -> None:
+    async def drain(self, patience: float | None = None) -> int:
         """Wait until every staged block is in the store (retrying failures without waiting
-        out their backoff)."""
+        out their backoff); return how many are left. With `patience`, stop waiting once the
+        store has been unreachable for that many seconds in a row: the blocks left stay
+        here, durable, for the next mount to upload (unmount must not hang on a dead store).
+        """
         self._hurry.set()
+        joined = asyncio.ensure_future(self._queue_.join())
+        loop = asyncio.get_running_loop()
+        down_since: float | None = None
         try:
-            await self._queue_.join()
+            while not joined.done():
+                await asyncio.wait([joined], timeout=DRAIN_CHECK)
+                if patience is None or joined.done():
+                    continue
+                if not self.store_down:
+                    down_since = None
+                elif down_since is None:
+                    down_since = loop.time()
+                elif loop.time() - down_since >= patience:
+                    break
+            return self.waiting
         finally:
+            joined.cancel()
             self._hurry.clear()
 
     async def close(self) -> None:

@@ -154,7 +154,17 @@ def report_error(fd: int | None, message: str) -> None:
 def write_pid(mountpoint: Path) -> Path:
     path = pid_file(mountpoint)
     path.write_text(f"{os.getpid()}\n")
+    _note_file(mountpoint).unlink(missing_ok=True)  # a note of an earlier daemon is stale
     return path
+
+
+def _note_file(mountpoint: Path) -> Path:
+    return pid_file(mountpoint).with_suffix(".note")
+
+
+def leave_note(mountpoint: Path, note: str) -> None:
+    """What an exiting daemon wants the user of `riverfs umount` to read (one line)."""
+    _note_file(mountpoint).write_text(note + "\n")
 
 
 def read_pid(mountpoint: Path) -> int | None:
@@ -229,6 +239,10 @@ def unmount(mountpoint: Path, timeout: float) -> str:
                     f"{timeout:.0f}s; it keeps going, check its log"
                 )
             time.sleep(0.02)
+        note = _note_file(mountpoint)
+        if note.exists():
+            done += "; " + note.read_text().strip()
+            note.unlink(missing_ok=True)
     if mount_type(mountpoint) is not None:
         done += "; another mount remains beneath it: run riverfs umount again"
     return done

@@ -29,6 +29,8 @@ from riverfs.cli.defaults import (
 )
 from riverfs.cli.obj import obj
 from riverfs.cli.passphrase import ENV, passphrase_group, read_passphrase
+from riverfs.cli.profile import profile
+from riverfs.cli.stats import stats
 from riverfs.cli.tools import dump, fsck, gc, load
 from riverfs.errors import RiverError
 from riverfs.meta.inline import MAX_INLINE
@@ -214,6 +216,13 @@ def _ensure_default_volume() -> str:
     help="Seconds between session heartbeats (a mount silent for 5 is cleaned up).",
 )
 @click.option(
+    "--unmount-wait",
+    default=30.0,
+    show_default=True,
+    help="At unmount, seconds to wait for an unreachable store before leaving the blocks not "
+    "uploaded yet in the staging directory (the next mount from this cache dir uploads them).",
+)
+@click.option(
     "--compact-slices",
     default=16,
     show_default=True,
@@ -341,6 +350,7 @@ def _mount(
     writeback_cache,
     debug,
     heartbeat,
+    unmount_wait,
     compact_slices,
     compact_rate,
     compact_delay,
@@ -383,6 +393,7 @@ def _mount(
         writeback=writeback,
         writeback_cache=writeback_cache,
         heartbeat=max(heartbeat, 0.1),
+        unmount_wait=max(unmount_wait, 0.0),
         compact_slices=max(compact_slices, 0),
         compact_rate=parse_size(compact_rate),
         compact_delay=max(compact_delay, 0.0),
@@ -415,6 +426,8 @@ def _mount(
             str(entry_timeout),
             "--heartbeat",
             str(heartbeat),
+            "--unmount-wait",
+            str(unmount_wait),
             "--compact-slices",
             str(compact_slices),
             "--compact-rate",
@@ -459,7 +472,9 @@ def _mount(
             daemon.report_ready(ready_fd)
 
         try:
-            await serve(volume, mountpoint, options, ready)
+            note = await serve(volume, mountpoint, options, ready)
+            if note is not None and pid_path is not None:
+                daemon.leave_note(mountpoint, note)  # `riverfs umount` prints it
         finally:
             if pid_path is not None and daemon.read_pid(mountpoint) == os.getpid():
                 pid_path.unlink(missing_ok=True)
@@ -556,9 +571,10 @@ def status(meta_url, list_store) -> None:
         elif s.stale(now, STALE_HEARTBEATS):
             dead = " STALE (no heartbeat; cleaned up by another mount)"
         staged = f", {human_size(s.staged)} waiting to upload" if s.staged else ""
+        served = f", metrics at {s.metrics}" if s.metrics else ""
         click.echo(
             f"  #{s.id} {s.host} pid {s.pid} at {s.mountpoint} "
-            f"(version {s.version}, heartbeat {age:.0f}s ago{staged}){dead}"
+            f"(version {s.version}, heartbeat {age:.0f}s ago{staged}{served}){dead}"
         )
 
 
@@ -571,6 +587,8 @@ cli.add_command(gc)
 cli.add_command(fsck)
 cli.add_command(dump)
 cli.add_command(load)
+cli.add_command(stats)
+cli.add_command(profile)
 
 
 def main() -> None:

@@ -183,9 +183,10 @@ async def serve(
     mountpoint: Path,
     options: MountOptions,
     on_ready: Callable[[], None] = lambda: None,
-) -> None:
+) -> str | None:
     """Mount, call `on_ready` once the kernel's INIT is answered, serve requests until
-    unmounted (or SIGINT/SIGTERM); then flush everything and end the session."""
+    unmounted (or SIGINT/SIGTERM); then flush everything and end the session. Returns what
+    the user must be told about data left behind (VFS.stop), None if nothing."""
     exporter = metrics.serve_prometheus(options.metrics) if options.metrics else None
     vfs = build_vfs(volume, options)
     target = mount_path(mountpoint)
@@ -239,10 +240,11 @@ async def serve(
         observer.close()
         await session.drain()
         session.close()
-        await vfs.stop()
+        note = await vfs.stop()
         if exporter is not None:
             exporter.shutdown()
         log.info("volume %s unmounted from %s", volume.settings.uuid, mountpoint)
+    return note
 
 
 def config_text(volume: Volume, options: MountOptions, mountpoint: Path) -> bytes:

@@ -79,7 +79,12 @@ class VFS:
         self._stamps: OrderedDict[int, tuple[int, int]] = OrderedDict()  # page cache validity
         self.deleter = Deleter(meta, blocks)
         self.session = Session(
-            meta, self.deleter, options.heartbeat, options.doom_grace, self._staged_bytes
+            meta,
+            self.deleter,
+            options.heartbeat,
+            options.doom_grace,
+            self._staged_bytes,
+            options.metrics,
         )
         self.locks = FileLocks(meta)  # flock and POSIX locks, across every mount
         self.watcher = ChangeWatcher(self)
@@ -103,8 +108,10 @@ class VFS:
         self.watcher.start()
         self.compactor.start()
 
-    async def stop(self) -> None:
-        """Flush every writer, drain deletes, end the session. Called after unmount."""
+    async def stop(self) -> str | None:
+        """Flush every writer, drain deletes, end the session. Called after unmount. Returns
+        what the user must know about blocks left in staging (None: everything uploaded)."""
+        note = None
         if self._freeing is not None:
             await self._freeing
         await self.compactor.stop()
@@ -118,7 +125,14 @@ class VFS:
         staging = self.blocks.staging
         if staging is not None and staging.waiting:
             log.info("uploading %d staged blocks before unmounting", staging.waiting)
-            await staging.drain()
+            if await staging.drain(self.options.unmount_wait):
+                note = (
+                    f"the store was unreachable for {self.options.unmount_wait:.0f}s: "
+                    f"{staging.waiting} blocks ({staging.waiting_bytes:,} bytes) were not "
+                    f"uploaded and stay in {staging.dir}; mount the volume again with this "
+                    "cache dir to upload them (until then other mounts get EIO reading them)"
+                )
+                log.warning("%s", note)
         await self.deleter.stop()
         freed = await self.session.stop()
         if freed:
@@ -130,6 +144,7 @@ class VFS:
         await self.blocks.close()
         self.meta.sync()
         await self.meta.close()
+        return note
 
     # ---- helpers --------------------------------------------------------------------------
 

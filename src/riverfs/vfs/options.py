@@ -22,6 +22,9 @@ class MountOptions:
     entry_timeout: float = 1.0
     read_only: bool = False
     heartbeat: float = 10.0  # seconds between session heartbeats
+    # at unmount, seconds an unreachable store gets before staged blocks are left for the
+    # next mount (they are durable in staging; nothing is lost)
+    unmount_wait: float = 30.0
     writeback: bool = False  # stage blocks on local disk, upload in the background
     writeback_cache: bool = False  # the kernel's page cache holds writes (FUSE_WRITEBACK_CACHE)
     doom_grace: float = 3.0  # seconds other mounts have to claim a file deleted elsewhere
