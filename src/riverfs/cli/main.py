@@ -29,8 +29,6 @@ from riverfs.cli.defaults import (
 )
 from riverfs.cli.obj import obj
 from riverfs.cli.passphrase import ENV, passphrase_group, read_passphrase
-from riverfs.cli.profile import profile
-from riverfs.cli.stats import stats
 from riverfs.cli.tools import dump, fsck, gc, load
 from riverfs.errors import RiverError
 from riverfs.meta.inline import MAX_INLINE
@@ -571,10 +569,9 @@ def status(meta_url, list_store) -> None:
         elif s.stale(now, STALE_HEARTBEATS):
             dead = " STALE (no heartbeat; cleaned up by another mount)"
         staged = f", {human_size(s.staged)} waiting to upload" if s.staged else ""
-        served = f", metrics at {s.metrics}" if s.metrics else ""
         click.echo(
             f"  #{s.id} {s.host} pid {s.pid} at {s.mountpoint} "
-            f"(version {s.version}, heartbeat {age:.0f}s ago{staged}{served}){dead}"
+            f"(version {s.version}, heartbeat {age:.0f}s ago{staged}){dead}"
         )
 
 
@@ -587,8 +584,6 @@ cli.add_command(gc)
 cli.add_command(fsck)
 cli.add_command(dump)
 cli.add_command(load)
-cli.add_command(stats)
-cli.add_command(profile)
 
 
 def main() -> None:

@@ -79,12 +79,7 @@ class VFS:
         self._stamps: OrderedDict[int, tuple[int, int]] = OrderedDict()  # page cache validity
         self.deleter = Deleter(meta, blocks)
         self.session = Session(
-            meta,
-            self.deleter,
-            options.heartbeat,
-            options.doom_grace,
-            self._staged_bytes,
-            options.metrics,
+            meta, self.deleter, options.heartbeat, options.doom_grace, self._staged_bytes
         )
         self.locks = FileLocks(meta)  # flock and POSIX locks, across every mount
         self.watcher = ChangeWatcher(self)
