@@ -20,6 +20,7 @@ import click
 from riverfs import __version__
 from riverfs.chunk.block import CHUNK_SIZE, COMPRESSIONS
 from riverfs.cli import daemon
+from riverfs.cli.bench import bench
 from riverfs.cli.defaults import (
     default_cache_dir,
     default_meta_url,
@@ -584,6 +585,7 @@ cli.add_command(gc)
 cli.add_command(fsck)
 cli.add_command(dump)
 cli.add_command(load)
+cli.add_command(bench)
 
 
 def main() -> None:
