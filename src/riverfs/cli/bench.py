@@ -99,7 +99,7 @@ def _note(p) -> str:
         return f"fsync+close {p.sync_ms:.1f} ms/file"
     if p.cached_fraction is None:
         reads = p.name.endswith("read")
-        return "cache state unknown (mmap refused): may be page-cache warm" if reads else ""
+        return "cache state unknown (no mmap): may be page-cache warm" if reads else ""
     if p.cached_fraction == 0:
         return "cold: page cache dropped"
     return f"page-cache warm: {100 * p.cached_fraction:.0f}% cached"

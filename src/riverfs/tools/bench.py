@@ -407,4 +407,4 @@ def cached_fraction(paths: list[str]) -> float | None:
             total += pages
         finally:
             _libc.munmap(addr, size)
-    return cached / total if total else None
+    return cached / total if total else 0.0  # empty files: nothing to cache
