@@ -194,3 +194,14 @@ async def remove_tree(meta, parent: int, name: bytes) -> None:
     for e in await meta.readdir(attr.inode, 0, 100):
         await remove_tree(meta, attr.inode, e.name)
     await meta.rmdir(parent, name, never)
+
+
+@async_test
+async def test_a_session_records_its_metrics_address_for_status_on_any_host(tmp_path):
+    meta = await new_meta(tmp_path)
+    await meta.open_session("h1", 1, "/m", "t", 2.0, "127.0.0.1:9567")
+    other = await second_mount(tmp_path)  # one without --metrics
+    seen = {s.mountpoint: s.metrics for s in await other.sessions()}
+    assert seen == {"/m": "127.0.0.1:9567", "/elsewhere": ""}
+    for m in (meta, other):
+        await m.close()

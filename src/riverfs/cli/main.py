@@ -30,6 +30,8 @@ from riverfs.cli.defaults import (
 )
 from riverfs.cli.obj import obj
 from riverfs.cli.passphrase import ENV, passphrase_group, read_passphrase
+from riverfs.cli.profile import profile
+from riverfs.cli.stats import stats
 from riverfs.cli.tools import dump, fsck, gc, load
 from riverfs.errors import RiverError
 from riverfs.meta.inline import MAX_INLINE
@@ -570,9 +572,10 @@ def status(meta_url, list_store) -> None:
         elif s.stale(now, STALE_HEARTBEATS):
             dead = " STALE (no heartbeat; cleaned up by another mount)"
         staged = f", {human_size(s.staged)} waiting to upload" if s.staged else ""
+        served = f", metrics at {s.metrics}" if s.metrics else ""
         click.echo(
             f"  #{s.id} {s.host} pid {s.pid} at {s.mountpoint} "
-            f"(version {s.version}, heartbeat {age:.0f}s ago{staged}){dead}"
+            f"(version {s.version}, heartbeat {age:.0f}s ago{staged}{served}){dead}"
         )
 
 
@@ -586,6 +589,8 @@ cli.add_command(fsck)
 cli.add_command(dump)
 cli.add_command(load)
 cli.add_command(bench)
+cli.add_command(stats)
+cli.add_command(profile)
 
 
 def main() -> None:

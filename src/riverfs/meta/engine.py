@@ -283,14 +283,20 @@ class Meta:
     # ---- sessions -------------------------------------------------------------------------
 
     async def open_session(
-        self, host: str, pid: int, mountpoint: str, version: str, beat_every: float = 10.0
+        self,
+        host: str,
+        pid: int,
+        mountpoint: str,
+        version: str,
+        beat_every: float = 10.0,
+        metrics: str = "",
     ) -> int:
         async def fn(tx):
             t = now_ns()
             return await tx.insert(
                 "INSERT INTO sessions"
-                " (host, pid, mountpoint, version, started, heartbeat, beat_every)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " (host, pid, mountpoint, version, started, heartbeat, beat_every, metrics)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 host,
                 pid,
                 mountpoint,
@@ -298,6 +304,7 @@ class Meta:
                 t,
                 t,
                 beat_every,
+                metrics,
             )
 
         self.session_id = await self.db.txn(fn)
@@ -322,7 +329,7 @@ class Meta:
         async def fn(tx):
             rows = await tx.all(
                 "SELECT id, host, pid, mountpoint, version, started, heartbeat, beat_every,"
-                " staged FROM sessions ORDER BY id"
+                " staged, metrics FROM sessions ORDER BY id"
             )
             return [SessionInfo(*r) for r in rows]
 

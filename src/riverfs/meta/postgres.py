@@ -204,6 +204,9 @@ class PostgresDatabase:
             await tx._conn.execute(
                 "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS staged BIGINT NOT NULL DEFAULT 0"
             )
+            await tx._conn.execute(
+                "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS metrics TEXT NOT NULL DEFAULT ''"
+            )
 
         await self.txn(fn)
 

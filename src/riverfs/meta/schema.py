@@ -90,7 +90,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     started    INTEGER NOT NULL,
     heartbeat  INTEGER NOT NULL,
     beat_every REAL NOT NULL DEFAULT 10,  -- seconds between its heartbeats
-    staged     INTEGER NOT NULL DEFAULT 0  -- bytes waiting to upload (write-back), at the last beat
+    staged     INTEGER NOT NULL DEFAULT 0, -- bytes waiting to upload (write-back), at the last beat
+    metrics    TEXT NOT NULL DEFAULT ''    -- its Prometheus endpoint (--metrics HOST:PORT) or ''
 );
 
 -- Inodes with nlink 0 kept alive because `session` still has them open.

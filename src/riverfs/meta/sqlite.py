@@ -116,6 +116,10 @@ class SQLiteDatabase:
                 self._conn.execute(
                     "ALTER TABLE sessions ADD COLUMN staged INTEGER NOT NULL DEFAULT 0"
                 )
+            if cols and "metrics" not in cols:
+                self._conn.execute(
+                    "ALTER TABLE sessions ADD COLUMN metrics TEXT NOT NULL DEFAULT ''"
+                )
             self._conn.executescript(script)
 
     async def txn(self, fn: Callable[[SQLiteTx], Awaitable[T]], *, write: bool = True) -> T:

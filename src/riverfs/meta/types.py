@@ -95,6 +95,7 @@ class SessionInfo:
     heartbeat: int
     beat_every: float = 10.0  # seconds between its heartbeats
     staged: int = 0  # bytes waiting to upload (write-back), as of its last heartbeat
+    metrics: str = ""  # its Prometheus endpoint, HOST:PORT ("" if it serves none)
 
     def stale(self, now: int, beats: int) -> bool:
         """True if the session missed `beats` heartbeats by `now` (ns): its mount is gone."""

@@ -79,7 +79,12 @@ class VFS:
         self._stamps: OrderedDict[int, tuple[int, int]] = OrderedDict()  # page cache validity
         self.deleter = Deleter(meta, blocks)
         self.session = Session(
-            meta, self.deleter, options.heartbeat, options.doom_grace, self._staged_bytes
+            meta,
+            self.deleter,
+            options.heartbeat,
+            options.doom_grace,
+            self._staged_bytes,
+            options.metrics,
         )
         self.locks = FileLocks(meta)  # flock and POSIX locks, across every mount
         self.watcher = ChangeWatcher(self)

@@ -37,8 +37,10 @@ class Session:
         heartbeat: float,
         doom_grace: float,
         staged: Callable[[], int] = lambda: 0,
+        metrics: str | None = None,
     ):
         self.staged = staged  # bytes waiting to upload, reported with each heartbeat
+        self.metrics = metrics or ""  # the Prometheus endpoint, recorded for `riverfs status`
         self.meta = meta
         self.deleter = deleter
         self.heartbeat = heartbeat
@@ -51,7 +53,12 @@ class Session:
         self.mountpoint = mountpoint
         await self._clean_dead_sessions()
         await self.meta.open_session(
-            socket.gethostname(), os.getpid(), mountpoint, __version__, self.heartbeat
+            socket.gethostname(),
+            os.getpid(),
+            mountpoint,
+            __version__,
+            self.heartbeat,
+            self.metrics,
         )
         await self._elect()
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -88,7 +95,12 @@ class Session:
             self.meta.session_id,
         )
         await self.meta.open_session(
-            socket.gethostname(), os.getpid(), self.mountpoint, __version__, self.heartbeat
+            socket.gethostname(),
+            os.getpid(),
+            self.mountpoint,
+            __version__,
+            self.heartbeat,
+            self.metrics,
         )
 
     async def _elect(self) -> None:
