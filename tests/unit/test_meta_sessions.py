@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import sqlite3
 
 import pytest
 from unit_helpers import DIR, FILE, ROOT, async_test, meta_url, new_meta, sql_all, sql_one
@@ -205,3 +206,31 @@ async def test_a_session_records_its_metrics_address_for_status_on_any_host(tmp_
     assert seen == {"/m": "127.0.0.1:9567", "/elsewhere": ""}
     for m in (meta, other):
         await m.close()
+
+
+@async_test
+async def test_a_volume_from_before_the_metrics_column_gets_it_when_opened(tmp_path):
+    meta = await new_meta(tmp_path)
+    await meta.open_session("h1", 1, "/old", "t")
+    await meta.close()
+    if meta_url(tmp_path).startswith("sqlite"):  # the table as it was (SQLite cannot drop it)
+        with sqlite3.connect(tmp_path / "meta.db") as db:
+            db.executescript(
+                "CREATE TABLE s (id INTEGER PRIMARY KEY AUTOINCREMENT, host TEXT NOT NULL,"
+                " pid INTEGER NOT NULL, mountpoint TEXT NOT NULL, version TEXT NOT NULL,"
+                " started INTEGER NOT NULL, heartbeat INTEGER NOT NULL,"
+                " beat_every REAL NOT NULL DEFAULT 10, staged INTEGER NOT NULL DEFAULT 0);"
+                "INSERT INTO s SELECT id, host, pid, mountpoint, version, started, heartbeat,"
+                " beat_every, staged FROM sessions; DROP TABLE sessions;"
+                "ALTER TABLE s RENAME TO sessions;"
+            )
+    else:
+        meta = await open_meta(meta_url(tmp_path))
+        await meta.db.txn(lambda tx: tx.run("ALTER TABLE sessions DROP COLUMN metrics"))
+        await meta.close()
+    meta = await open_meta(meta_url(tmp_path))
+    await meta.prepare()  # what every mount and tool does on open
+    await meta.open_session("h1", 2, "/new", "t", 1.0, "[::1]:9567")
+    seen = {s.mountpoint: s.metrics for s in await meta.sessions()}
+    assert seen == {"/old": "", "/new": "[::1]:9567"}
+    await meta.close()

@@ -91,7 +91,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     heartbeat  INTEGER NOT NULL,
     beat_every REAL NOT NULL DEFAULT 10,  -- seconds between its heartbeats
     staged     INTEGER NOT NULL DEFAULT 0, -- bytes waiting to upload (write-back), at the last beat
-    metrics    TEXT NOT NULL DEFAULT ''    -- its Prometheus endpoint (--metrics HOST:PORT) or ''
+    metrics    TEXT NOT NULL DEFAULT ''    -- its Prometheus endpoint (--metrics HOST:PORT) or empty
 );
 
 -- Inodes with nlink 0 kept alive because `session` still has them open.
