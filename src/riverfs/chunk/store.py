@@ -64,6 +64,7 @@ FROM_STAGING, FROM_STORE = _BLOCK_READS.child("staging"), _BLOCK_READS.child("st
 INLINE_PAGES = 2  # pages decoded in the event loop; more go to the pool
 MAX_LAYOUTS = 2048  # block headers and page tables remembered (~1 KiB each)
 MAX_DAMAGED = 1024  # blocks remembered as having a bad page
+WARM_FETCHED, WARM_CACHED, WARM_MISSED = "fetched", "cached", "missed"  # what `warm` did
 
 
 class BlockStore:
@@ -102,6 +103,8 @@ class BlockStore:
         self._inflight: dict[str, asyncio.Task[bytes | memoryview]] = {}
         self._prefetching: set[asyncio.Task] = set()
         self._max_prefetch = max_prefetch
+        # Fetches of `warm` (riverfs warmup) at once, however many files are warmed together.
+        self._warming = asyncio.Semaphore(max_prefetch)
 
     async def _run(self, fn, *args: Any):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -427,6 +430,77 @@ class BlockStore:
             await self.load(slice_id, index, length)
         except Exception as e:  # the reader that needs it will see the error itself
             log.debug("prefetch of slice %d block %d failed: %s", slice_id, index, e)
+
+    # ---- warming and evicting (riverfs warmup) ----------------------------------------------
+
+    async def warm(self, slice_id: int, index: int, length: int) -> str:
+        """Make a block local before anyone reads it: into the disk cache when the mount has
+        one (verified first, not kept decoded in memory, so warming a tree does not push the
+        readers' blocks out of the memory LRU), else into the memory LRU.
+
+        WARM_FETCHED if it came from the store (or a read that was fetching it), WARM_CACHED
+        if it was already here, WARM_MISSED if the cache did not keep it (full: `min_free`,
+        a block larger than the memory cache).
+        At most `max_prefetch` fetches at once for the whole mount; BlockCorrupt or
+        StoreError as a read would raise them.
+        """
+        key = block_key(slice_id, index, length)
+        if self._is_local(key):
+            if self.cache is None:
+                self._mem.move_to_end(key)
+            return WARM_CACHED
+        async with self._warming:
+            if self._is_local(key):  # fetched while this one waited for a slot
+                return WARM_CACHED
+            if self.cache is None:
+                await self._load(key)
+            else:
+                fetch = self._inflight.get(key)
+                if fetch is None:  # readers that come meanwhile share it, as with `_load`
+                    fetch = asyncio.get_running_loop().create_task(self._fetch(key))
+                    self._inflight[key] = fetch
+                    fetch.add_done_callback(lambda _: self._inflight.pop(key, None))
+                await asyncio.shield(fetch)
+        return WARM_FETCHED if self._is_local(key) else WARM_MISSED
+
+    @property
+    def memory_limit(self) -> int:
+        """Bytes of decoded whole blocks the memory LRU holds at most."""
+        return self._mem_limit
+
+    def _is_local(self, key: str) -> bool:
+        """Whether a read of the block would be served without the store (the memory LRU
+        counts only for a mount without a disk cache: it is what `warm` fills there). A
+        staged block is cached too when it is saved, unless the cache was full."""
+        if self.cache is None:
+            return key in self._mem
+        return self.cache.has(key)
+
+    async def evict(self, slice_id: int, index: int, length: int) -> bool:
+        """Drop a block from the memory LRUs and the disk cache (`riverfs warmup --evict`);
+        never from staging, which holds what the store does not have yet. True if it was
+        held anywhere. A read in flight may bring it back."""
+        key = block_key(slice_id, index, length)
+        held = self._forget_decoded(key, length)
+        if self.cache is not None and self.cache.has(key):
+            await self._run(self.cache.discard, key)
+            held = True
+        return held
+
+    def _forget_decoded(self, key: str, length: int) -> bool:
+        """Drop what memory holds of a block: decoded whole, its pages, its layout."""
+        held = False
+        old = self._mem.pop(key, None)
+        if old is not None:
+            self._mem_used -= len(old)
+            held = True
+        for i in range(-(-length // PAGE_SIZE)):
+            page = self._pages.pop((key, i), None)
+            if page is not None:
+                self._pages_used -= len(page)
+                held = True
+        self._layouts.pop(key, None)
+        return held
 
     # ---- writing and deleting -------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from riverfs.cli.passphrase import ENV, passphrase_group, read_passphrase
 from riverfs.cli.profile import profile
 from riverfs.cli.stats import stats
 from riverfs.cli.tools import dump, fsck, gc, load
+from riverfs.cli.warmup import warmup
 from riverfs.errors import RiverError
 from riverfs.meta.inline import MAX_INLINE
 from riverfs.objects.urls import redact_url
@@ -591,6 +592,7 @@ cli.add_command(load)
 cli.add_command(bench)
 cli.add_command(stats)
 cli.add_command(profile)
+cli.add_command(warmup)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from riverfs.errors import FSError
-from riverfs.vfs import info
+from riverfs.vfs import info, warmup
 
 if TYPE_CHECKING:
     from riverfs.vfs.fs import VFS
@@ -81,3 +81,15 @@ async def _info(vfs: VFS, inode: int, arg: str) -> bytes:
     except ValueError:
         raise FSError(errno.EINVAL, f"riverfs.info:{arg}: not a block number") from None
     return json.dumps(await info.describe(vfs, inode, first_block, MAX_VALUE)).encode()
+
+
+@virtual(b"riverfs.warmup")
+async def _warmup(vfs: VFS, inode: int, arg: str) -> bytes:
+    """Fetch the file's blocks into the mount's cache (vfs/warmup.py, `riverfs warmup`)."""
+    return await warmup.warm(vfs, inode)
+
+
+@virtual(b"riverfs.evict")
+async def _evict(vfs: VFS, inode: int, arg: str) -> bytes:
+    """Drop the file's blocks from the mount's caches (`riverfs warmup --evict`)."""
+    return await warmup.evict(vfs, inode)
