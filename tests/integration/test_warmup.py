@@ -207,6 +207,22 @@ def _pty_run(argv: list[str]) -> tuple[str, str]:
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn.decode(errors="replace")), out
 
 
+def test_a_tree_larger_than_the_cache_is_warned_about(s3_volume):
+    vol, _ = s3_volume
+    m = vol.mount(None, "--cache-size", "2M")
+    write_tree(m.path / "tree")
+    m.umount()
+    m = vol.mount(None, "--cache-size", "2M")
+    out = run_cli("warmup", str(m.path / "tree")).stdout
+    assert "into the disk cache (capacity 2.0 MiB)" in out, out
+    assert (
+        "warning: 4.2 MiB is more than the disk cache (capacity 2.0 MiB) holds: "
+        "the blocks warmed first were pushed out again"
+    ) in out, out
+    held = sum(p.stat().st_size for p in vol.cache_dir.glob("*/blocks/*"))
+    assert 0 < held <= 2 * MiB
+
+
 def test_memory_only_mount_warms_into_its_memory_cache(volume):
     m = volume.mount()  # a file:// store: no disk cache; 4 MiB blocks
     (m.path / "f").write_bytes(os.urandom(5 * MiB))
