@@ -15,7 +15,7 @@ STAMP := $(VENV)/.riverfs-installed
 MNT := ./mnt
 SYSTEM_PACKAGES := fuse3 python3-venv  # fuse3: fusermount3 and /dev/fuse; no libfuse is linked
 # the tests start their own PostgreSQL server (initdb + pg_ctl); gcc checks the FUSE ABI
-TEST_PACKAGES := postgresql gcc libc6-dev util-linux attr rsync
+TEST_PACKAGES := postgresql gcc libc6-dev util-linux attr rsync acl  # acl: setfacl/getfacl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCH_ARGS ?=
 # fs_bench.py builds pyfuse3 (benchmarks/.venv-pyfuse3) for memfs_pyfuse3, the old ceiling,

@@ -120,6 +120,8 @@ LAYOUTS: list[tuple[str, str, list[str], str, str | None]] = [
     # the compat layout (no SETXATTR_EXT): it ends where setxattr_flags begins
     ("SETXATTR_IN", "fuse_setxattr_in", _names("size flags"), "0",
      "offsetof(struct fuse_setxattr_in, setxattr_flags)"),
+    ("SETXATTR_IN_EXT", "fuse_setxattr_in", _names("size flags setxattr_flags padding"), "0",
+     None),
     ("GETXATTR_IN", "fuse_getxattr_in", _names("size padding"), "0", None),
     ("GETXATTR_OUT", "fuse_getxattr_out", _names("size padding"), "0", None),
     ("FILE_LOCK", "fuse_file_lock", _names("start end type pid"), "0", None),
@@ -311,9 +313,9 @@ def test_sizes_the_kernel_insists_on(abi):
     assert p.INIT_IN.size + p.INIT_IN_EXT.size == 64
     assert p.INIT_OUT.size == 64
     assert p.STATFS_OUT.size == 80
-    # the compat setxattr layout is only right while SETXATTR_EXT is never agreed
+    # the compat setxattr layout until SETXATTR_EXT is agreed, the extended one after
     assert p.SETXATTR_IN.size == abi.constants["FUSE_COMPAT_SETXATTR_IN_SIZE"]
-    assert not WANTED & p.Init.SETXATTR_EXT
+    assert p.SETXATTR_IN_EXT.size == 16
 
 
 def test_constants_match_the_kernel_header(abi):
@@ -371,6 +373,13 @@ InitOut = namedtuple(
     "major minor max_readahead flags max_background congestion_threshold max_write time_gran "
     "max_pages map_alignment flags2 max_stack_depth",
 )
+
+
+def agreed_by(offered: int) -> int:
+    """The INIT flags riverfs agrees to: DONT_MASK only with POSIX_ACL (it applies the umask
+    itself only where it also inherits default ACLs)."""
+    wanted = int(WANTED) if offered & I.POSIX_ACL else int(WANTED) & ~I.DONT_MASK
+    return offered & wanted
 
 
 def request(opcode, body=b"", unique=2, nodeid=1, length=None, extlen=0) -> bytes:
@@ -504,7 +513,7 @@ async def test_init_with_an_old_minor_gets_the_24_byte_reply(minor, offered):
         out = init_out(reply.body)
         assert (out.major, out.minor) == (7, minor)
         assert out.max_readahead == 128 << 10
-        assert out.flags == offered & int(WANTED)
+        assert out.flags == agreed_by(offered)
         assert not out.flags & ~offered
         assert out.max_write == 128 << 10  # no MAX_PAGES before 7.28: the kernel's limit
         assert out.max_background == 64 and out.congestion_threshold == 48
@@ -522,7 +531,7 @@ async def test_init_7_31_gets_the_full_reply_without_flags2():
         assert reply.error == 0 and len(reply.body) == 64
         out = init_out(reply.body)
         assert (out.major, out.minor) == (7, 31)
-        assert out.flags == OFFERED_7_31 & int(WANTED)
+        assert out.flags == agreed_by(OFFERED_7_31)
         assert not out.flags & I.INIT_EXT and out.flags2 == 0
         assert out.max_write == 1 << 20 and out.max_pages == 256
         assert out.time_gran == 1 and out.map_alignment == 0
@@ -569,10 +578,13 @@ async def test_init_agrees_to_nothing_that_changes_the_layouts():
         out = init_out((await k.init()).body)
         assert out.flags2 == 0
         assert out.flags & I.HANDLE_KILLPRIV_V2 and out.flags & I.MAX_PAGES
-        # SETXATTR_EXT would make fuse_setxattr_in 16 bytes; SECURITY_CTX and
-        # CREATE_SUPP_GROUP add request extensions the handlers do not parse
-        for flag in (I.SETXATTR_EXT, I.SECURITY_CTX, I.CREATE_SUPP_GROUP, I.WRITEBACK_CACHE):
+        # SECURITY_CTX and CREATE_SUPP_GROUP add request extensions the handlers do not parse
+        for flag in (I.SECURITY_CTX, I.CREATE_SUPP_GROUP, I.WRITEBACK_CACHE):
             assert not k.session.agreed & flag, flag.name
+        # POSIX ACLs: the umask unapplied, and the 16-byte fuse_setxattr_in that says whether
+        # an ACL's setter keeps setgid (Operations.initialized switches its layout)
+        for flag in (I.POSIX_ACL, I.DONT_MASK, I.SETXATTR_EXT):
+            assert k.session.agreed & flag, flag.name
 
 
 @async_test

@@ -210,6 +210,7 @@ async def serve(
     ops = Operations(vfs, options)
     handlers = ops.handlers()
     session = fuse_session.Session(fd, handlers, settings)
+    session.on_init = ops.initialized
     observer = Observer(session, trace=options.trace, slow_ms=options.slow_ms)
     ops.virtual = VirtualFiles(
         ops.entry, ops.attr_out, observer, lambda: config_text(volume, options, mountpoint)

@@ -79,6 +79,17 @@ class Operations:
         self.entry_valid = _valid(options.entry_timeout)
         self.attr_valid = _valid(options.attr_timeout)
         self.virtual: virtual.VirtualFiles | None = None  # .riverfs/ in the root, when served
+        self.setxattr_in = p.SETXATTR_IN
+
+    def initialized(self, agreed: p.Init) -> None:
+        """What the kernel agreed to at INIT: with POSIX_ACL and DONT_MASK, ACLs are served
+        and creates take the caller's umask (meta/acl.py); SETXATTR_EXT widens setxattr_in."""
+        self.vfs.acls = bool(agreed & p.Init.POSIX_ACL and agreed & p.Init.DONT_MASK)
+        self.setxattr_in = p.SETXATTR_IN_EXT if agreed & p.Init.SETXATTR_EXT else p.SETXATTR_IN
+
+    def _umask(self, umask: int) -> int | None:
+        """The umask riverfs applies at a create (None: the kernel applied it already)."""
+        return umask if self.vfs.acls else None
 
     def handlers(self) -> dict[int, Handler]:
         """Opcode -> handler, for every request riverfs answers."""
@@ -225,17 +236,23 @@ class Operations:
         return await self.vfs.readlink(req.nodeid)
 
     async def mknod(self, req: Request, body: memoryview) -> bytes:
-        mode, rdev, _umask, _ = p.MKNOD_IN.unpack_from(body)
+        mode, rdev, umask, _ = p.MKNOD_IN.unpack_from(body)
         name = _name(body, p.MKNOD_IN.size)
         _not_virtual(req.nodeid, name)
-        return self._known(await self.vfs.create(req.nodeid, name, mode, req.uid, req.gid, rdev))
+        attr = await self.vfs.create(
+            req.nodeid, name, mode, req.uid, req.gid, rdev, self._umask(umask)
+        )
+        return self._known(attr)
 
     async def mkdir(self, req: Request, body: memoryview) -> bytes:
-        mode, _umask = p.MKDIR_IN.unpack_from(body)
+        mode, umask = p.MKDIR_IN.unpack_from(body)
         name = _name(body, p.MKDIR_IN.size)
         _not_virtual(req.nodeid, name)
         mode = stat.S_IFDIR | stat.S_IMODE(mode)
-        return self._known(await self.vfs.create(req.nodeid, name, mode, req.uid, req.gid))
+        attr = await self.vfs.create(
+            req.nodeid, name, mode, req.uid, req.gid, 0, self._umask(umask)
+        )
+        return self._known(attr)
 
     async def symlink(self, req: Request, body: memoryview) -> bytes:
         name, target = _two_names(body, 0)
@@ -347,10 +364,12 @@ class Operations:
         return p.OPEN_OUT.pack(fh, p.FOPEN_KEEP_CACHE if keep else 0, 0)
 
     async def create(self, req: Request, body: memoryview) -> list[bytes]:
-        flags, mode, _umask, _ = p.CREATE_IN.unpack_from(body)
+        flags, mode, umask, _ = p.CREATE_IN.unpack_from(body)
         name = _name(body, p.CREATE_IN.size)
         _not_virtual(req.nodeid, name)
-        fh, attr = await self.vfs.create_file(req.nodeid, name, mode, flags, self._caller(req))
+        fh, attr = await self.vfs.create_file(
+            req.nodeid, name, mode, flags, self._caller(req), self._umask(umask)
+        )
         return [self._known(attr), p.OPEN_OUT.pack(fh, 0, 0)]
 
     async def read(self, req: Request, body: memoryview) -> list[bytes | memoryview]:
@@ -458,14 +477,16 @@ class Operations:
         return _sized(b"".join(n + b"\0" for n in names), size)
 
     async def setxattr(self, req: Request, body: memoryview) -> bytes:
-        size, flags = p.SETXATTR_IN.unpack_from(body)
-        raw = bytes(body[p.SETXATTR_IN.size :])
+        size, flags, *ext = self.setxattr_in.unpack_from(body)
+        kill_sgid = bool(ext and ext[0] & p.FUSE_SETXATTR_ACL_KILL_SGID)
+        raw = bytes(body[self.setxattr_in.size :])
         end = raw.find(b"\0")
         if end < 0 or len(raw) - end - 1 < size:
             raise FSError(errno.EINVAL, "setxattr without its name or value")
         if flags & ~(os.XATTR_CREATE | os.XATTR_REPLACE):
             raise FSError(errno.EINVAL, f"setxattr flags {flags:#x}")
-        await self.vfs.setxattr(req.nodeid, raw[:end], raw[end + 1 : end + 1 + size], flags)
+        value = raw[end + 1 : end + 1 + size]
+        await self.vfs.setxattr(req.nodeid, raw[:end], value, flags, kill_sgid)
         return b""
 
     async def removexattr(self, req: Request, body: memoryview) -> bytes:

@@ -225,6 +225,9 @@ STATFS_OUT = _s("QQQQQIIII24x")
 FSYNC_IN = _s("QII")
 # struct fuse_setxattr_in (compat, without SETXATTR_EXT): size, flags (then name, value)
 SETXATTR_IN = _s("II")
+# struct fuse_setxattr_in with SETXATTR_EXT: size, flags, setxattr_flags, padding
+SETXATTR_IN_EXT = _s("IIII")
+FUSE_SETXATTR_ACL_KILL_SGID = 1 << 0  # setxattr_flags: the ACL's setter may not keep setgid
 # struct fuse_getxattr_in: size, padding (then the name)
 GETXATTR_IN = _s("II")
 # struct fuse_getxattr_out: size, padding

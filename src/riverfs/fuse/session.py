@@ -102,6 +102,9 @@ WANTED = (
     | p.Init.CACHE_SYMLINKS
     | p.Init.EXPLICIT_INVAL_DATA
     | p.Init.HANDLE_KILLPRIV_V2
+    | p.Init.POSIX_ACL  # the kernel enforces ACLs; riverfs stores and inherits them
+    | p.Init.DONT_MASK  # the umask comes unapplied: with a default ACL it does not apply
+    | p.Init.SETXATTR_EXT  # tells whether setting an ACL drops setgid
 )
 
 # ---- device, mount, unmount ---------------------------------------------------------------
@@ -235,6 +238,7 @@ class Session:
         self.settings = settings
         self.proto_minor = 0
         self.agreed = p.Init(0)
+        self.on_init: Callable[[p.Init], None] = lambda agreed: None  # before any request
         self.initialized: asyncio.Future[None] | None = None
         self._tasks: dict[int, tuple[asyncio.Task, int]] = {}  # unique -> (task, opcode)
         self._bounded = 0  # tasks counted against max_in_flight
@@ -529,11 +533,14 @@ class Session:
             (flags2,) = p.INIT_IN_EXT.unpack_from(body, p.INIT_IN.size)
             offered |= p.Init(flags2 << 32)
         wanted = WANTED | (p.Init.WRITEBACK_CACHE if self.settings.writeback_cache else 0)
+        if not offered & p.Init.POSIX_ACL:  # then the kernel applies the umask, as before
+            wanted &= ~p.Init.DONT_MASK
         agreed = offered & wanted
         if offered & p.Init.INIT_EXT:
             agreed |= p.Init.INIT_EXT
         self.proto_minor = min(minor, p.KERNEL_MINOR_VERSION)
         self.agreed = agreed
+        self.on_init(agreed)
         max_write = self.settings.max_write
         max_pages = 0
         if agreed & p.Init.MAX_PAGES:

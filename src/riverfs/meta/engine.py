@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from riverfs.errors import FSError
-from riverfs.meta import inline, ranges, refs
+from riverfs.meta import acl, inline, ranges, refs
 from riverfs.meta.cache import MetaCache
 from riverfs.meta.changes import Changes
 from riverfs.meta.locks import (
@@ -584,8 +584,11 @@ class Meta:
         gid: int,
         rdev: int = 0,
         target: bytes | None = None,
+        umask: int | None = None,
     ) -> Attr:
-        """Make a new inode of any type (`mode` carries the type) and link it at parent/name."""
+        """Make a new inode of any type (`mode` carries the type) and link it at parent/name.
+        `umask` given (the kernel left it to riverfs: POSIX ACLs): the parent's default ACL is
+        inherited, or without one the umask applied (meta/acl.py `inherit`)."""
         check_name(name)
         inode = await self._next_id("next_inode", INODE_BATCH)
 
@@ -596,15 +599,17 @@ class Meta:
             # Touch the parent first and check it from what the update returns: one statement.
             row = await tx.one(
                 "UPDATE nodes SET mtime = ?, ctime = ?, nlink = nlink + ? WHERE inode = ?"
-                f" RETURNING {_ATTR_COLS}",
+                f" RETURNING {_ATTR_COLS}, (SELECT value FROM xattrs x"
+                " WHERE x.inode = nodes.inode AND x.name = ?)",
                 t,
                 t,
                 1 if is_dir else 0,
                 parent,
+                acl.DEFAULT,
             )
             if row is None:
                 raise FSError(errno.ENOENT, f"inode {parent}")
-            pattr = Attr(*row)
+            pattr = Attr(*row[:-1])
             if not pattr.is_dir:
                 raise FSError(errno.ENOTDIR, f"inode {parent}")
             if pattr.nlink - is_dir == 0:
@@ -614,6 +619,10 @@ class Meta:
                 gid = pattr.gid
                 if is_dir:
                     mode |= stat.S_ISGID
+            acls = []
+            if umask is not None and target is None:
+                default = None if row[-1] is None else bytes(row[-1])
+                mode, acls = acl.inherit(default, mode, umask, is_dir)
             await tx.defer(
                 "INSERT INTO edges (parent, name, inode) VALUES (?, ?, ?)",
                 parent,
@@ -630,6 +639,8 @@ class Meta:
             )
             if target is not None:
                 await tx.defer("INSERT INTO symlinks VALUES (?, ?)", inode, target)
+            for xname, value in acls:
+                await tx.defer("INSERT INTO xattrs VALUES (?, ?, ?)", inode, xname, value)
             await self.count_in(tx, 1)
             tx.changes.entry(parent, name)
             if self.cache is not None:
@@ -980,6 +991,8 @@ class Meta:
                 now_ns() if change.ctime is None else clamp_time(change.ctime),
                 inode,
             )
+            if change.mode is not None and stat.S_IMODE(mode) != stat.S_IMODE(attr.mode):
+                await acl.chmod_in(tx, inode, mode)  # the access ACL follows a chmod
             tx.changes.attr(inode)
             return await self.must_attr_in(tx, inode)
 

@@ -20,7 +20,7 @@ from riverfs.chunk.block import BlockCorrupt
 from riverfs.chunk.budget import BufferBudget
 from riverfs.chunk.store import BlockStore
 from riverfs.errors import FSError
-from riverfs.meta import Attr, AttrChange, Entry, Meta, VolumeSettings
+from riverfs.meta import Attr, AttrChange, Entry, Meta, VolumeSettings, acl
 from riverfs.meta.engine import now_ns
 from riverfs.objects import StoreError
 from riverfs.vfs import introspect, ranges
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 DAY_NS = 86_400 * 10**9
 FREE_BATCH_DELAY = 0.005  # seconds a forgotten deleted inode waits to be freed with others
 MAX_CACHE_STAMPS = 100_000
-XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.")  # no system.* (POSIX ACLs)
+XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.")  # system.*: only acl.NAMES
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 
 
@@ -52,6 +52,10 @@ class FsStats:
 
 
 class VFS:
+    # POSIX ACLs served (the kernel agreed to FUSE_POSIX_ACL and FUSE_DONT_MASK at INIT; the
+    # FUSE layer sets it): system.posix_acl_* readable and settable, creates inherit them.
+    acls = False
+
     def __init__(
         self, meta: Meta, blocks: BlockStore, settings: VolumeSettings, options: MountOptions
     ) -> None:
@@ -313,11 +317,19 @@ class VFS:
         return self._merge(attr)
 
     async def create(
-        self, parent: int, name: bytes, mode: int, uid: int, gid: int, rdev: int = 0
+        self,
+        parent: int,
+        name: bytes,
+        mode: int,
+        uid: int,
+        gid: int,
+        rdev: int = 0,
+        umask: int | None = None,
     ) -> Attr:
-        """mknod/mkdir: make an inode of the type in `mode`."""
+        """mknod/mkdir: make an inode of the type in `mode`. `umask`: riverfs applies it, or
+        the parent's default ACL instead (None: the kernel applied it)."""
         self._writable()
-        return await self.meta.create(parent, name, mode, uid, gid, rdev)
+        return await self.meta.create(parent, name, mode, uid, gid, rdev, umask=umask)
 
     async def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int) -> Attr:
         self._writable()
@@ -405,11 +417,17 @@ class VFS:
         return h.fh, keep
 
     async def create_file(
-        self, parent: int, name: bytes, mode: int, flags: int, caller: Caller
+        self,
+        parent: int,
+        name: bytes,
+        mode: int,
+        flags: int,
+        caller: Caller,
+        umask: int | None = None,
     ) -> tuple[int, Attr]:
         self._writable()
         attr = await self.meta.create(
-            parent, name, stat.S_IFREG | stat.S_IMODE(mode), caller.uid, caller.gid
+            parent, name, stat.S_IFREG | stat.S_IMODE(mode), caller.uid, caller.gid, umask=umask
         )
         self._keep_cache(attr)
         h = self.handles.open(attr.inode, flags, caller)
@@ -599,19 +617,30 @@ class VFS:
     async def getxattr(self, inode: int, name: bytes) -> bytes:
         if introspect.is_virtual(name):  # riverfs.*: answered by the daemon, never stored
             return await introspect.getxattr(self, inode, name)
-        _check_xattr_name(name)
+        _check_xattr_name(name, self.acls)
         return await self.meta.getxattr(inode, name)
 
     async def listxattr(self, inode: int, caller: Caller) -> list[bytes]:
         names = await self.meta.listxattr(inode)
         if caller.uid != 0:  # trusted.* is for privileged processes only
             names = [n for n in names if not n.startswith(b"trusted.")]
+        if not self.acls:  # a kernel without ACLs could not read them back
+            names = [n for n in names if n not in acl.NAMES]
         return names
 
-    async def setxattr(self, inode: int, name: bytes, value: bytes, flags: int) -> None:
+    async def setxattr(
+        self, inode: int, name: bytes, value: bytes, flags: int, kill_sgid: bool = False
+    ) -> None:
+        """`kill_sgid`: the kernel found that the setter of an access ACL may not keep the
+        file's setgid bit (FUSE_SETXATTR_ACL_KILL_SGID)."""
         introspect.refuse(name)
         self._writable()
-        _check_xattr_name(name)
+        _check_xattr_name(name, self.acls)
+        if name == acl.ACCESS:  # the mode follows the ACL, in the same transaction
+            await acl.set_access(self.meta, inode, value, kill_sgid)
+            return
+        if name == acl.DEFAULT:
+            acl.parse(value)  # the kernel checked it; another client may not have
         await self.meta.setxattr(
             inode,
             name,
@@ -623,12 +652,17 @@ class VFS:
     async def removexattr(self, inode: int, name: bytes) -> None:
         introspect.refuse(name)
         self._writable()
-        _check_xattr_name(name)
+        _check_xattr_name(name, self.acls)
         await self.meta.removexattr(inode, name)
 
 
-def _check_xattr_name(name: bytes) -> None:
-    """Namespaces as a local filesystem without ACL support has them."""
+def _check_xattr_name(name: bytes, acls: bool) -> None:
+    """Namespaces as a local filesystem has them; the POSIX ACLs only while the kernel
+    enforces them (`acls`), as a filesystem mounted without ACL support answers."""
+    if name in acl.NAMES:
+        if not acls:
+            raise FSError(errno.EOPNOTSUPP, "POSIX ACLs need the kernel's FUSE_POSIX_ACL")
+        return
     if not name.startswith(XATTR_NAMESPACES):
         raise FSError(errno.EOPNOTSUPP, f"xattr namespace of {name!r} is not supported")
     if name in XATTR_NAMESPACES:
