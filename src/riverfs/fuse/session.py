@@ -404,11 +404,10 @@ class Session:
         try:
             first = coro.send(None)
         except StopIteration as done:
-            self.reply(req.unique, done.value)
-            self._completed(req, body, done.value, 0)
+            self._answer(req, body, done.value, 0)
             return
         except BaseException as e:
-            self._completed(req, body, None, self._failed(req, e))
+            self._answer(req, body, None, self._failed(req, e))
             return
         opcode = req.opcode
         task = self._loop.create_task(self._finish(req, body, _Resume(coro, first)))
@@ -417,6 +416,15 @@ class Session:
             self._bounded += 1
             if self._bounded >= self.settings.max_in_flight:
                 self._pause_reading()
+
+    def _answer(self, req: Request, body: memoryview, reply: Reply, err: int) -> None:
+        """Count the request, then reply (the errno `err`, or `reply`): a caller that has
+        its answer finds it counted in `.riverfs/stats` and the Prometheus endpoint."""
+        self._completed(req, body, reply, err)
+        if err:
+            self.reply_error(req.unique, err)
+        else:
+            self.reply(req.unique, reply)
 
     def _completed(self, req: Request, body: memoryview, reply: Reply, err: int) -> None:
         """Count an answered request (and tell the observer, if someone listens)."""
@@ -435,17 +443,14 @@ class Session:
             result = await work
         except asyncio.CancelledError:
             if req.unique in self._interrupted:
-                self.reply_error(req.unique, errno.EINTR)
-                self._completed(req, body, None, errno.EINTR)
+                self._answer(req, body, None, errno.EINTR)
             else:
-                self.reply_error(req.unique, errno.EIO)
-                self._completed(req, body, None, errno.EIO)
+                self._answer(req, body, None, errno.EIO)
                 raise
         except BaseException as e:
-            self._completed(req, body, None, self._failed(req, e))
+            self._answer(req, body, None, self._failed(req, e))
         else:
-            self.reply(req.unique, result)
-            self._completed(req, body, result, 0)
+            self._answer(req, body, result, 0)
         finally:
             self._interrupted.discard(req.unique)
             _, opcode = self._tasks.pop(req.unique)
@@ -456,9 +461,8 @@ class Session:
 
     def _failed(self, req: Request, e: BaseException) -> int:
         """Errors are translated here, once: FSError to its errno; anything else is logged
-        and answered EIO (the mount keeps running). Returns the errno answered."""
+        and answered EIO (the mount keeps running). Returns the errno to answer."""
         if isinstance(e, FSError):
-            self.reply_error(req.unique, e.errno)
             return e.errno
         if isinstance(e, Exception):
             log.error(
@@ -467,7 +471,6 @@ class Session:
                 req.nodeid,
                 exc_info=e,
             )
-            self.reply_error(req.unique, errno.EIO)
             return errno.EIO
         raise e
 
