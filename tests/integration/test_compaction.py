@@ -139,7 +139,7 @@ def test_two_mounts_writing_and_reading_one_file_while_both_compact_never_see_a_
         # swaps it hears of: the slices they named are deleted soon after).
         kept = os.open(reader.path / name, os.O_RDONLY | os.O_DIRECT)
         try:
-            deadline = time.monotonic() + 30  # generous: a loaded machine compacts slowly
+            deadline = time.monotonic() + 30  # a rewrite or two; generous for a loaded machine
             reads = 0
             while True:
                 assert direct_pread(kept, len(model) + 1) == model, (turn, reads)
@@ -157,6 +157,41 @@ def test_two_mounts_writing_and_reading_one_file_while_both_compact_never_see_a_
             assert f.read() == model
     for m in mounts:
         m.umount()
+    fsck_clean(volume)
+
+
+def test_a_chunk_another_mount_fragmented_ends_compacted_after_one_write_here(volume):
+    # Mount 0 does not compact (as a mount whose compactor fell behind its commits): it
+    # leaves patches of spread sizes. One commit of mount 1 makes its compactor look at the
+    # chunk: it must end compacted, not merge the two smallest and stop (the sizes a failed
+    # run of the test above left: 397 + 1532 merged, 5374 over twice that, 13 slices left).
+    plain, compacting = volume.mount(None, "--compact-slices", "0"), volume.mount(None, *FAST)
+    name = "patched"
+    model = bytearray(os.urandom(3 * MIB))
+    (plain.path / name).write_bytes(model)
+    inode = os.stat(plain.path / name).st_ino
+
+    def pwrite(m, at: int, n: int) -> None:
+        fd = os.open(m.path / name, os.O_RDWR)
+        try:
+            data = os.urandom(n)
+            os.pwrite(fd, data, at)
+            os.fsync(fd)
+            model[at : at + n] = data
+        finally:
+            os.close(fd)
+
+    sizes = [397, 1532, 5374, 7747, 7978, 8492, 11263, 12797, 12918, 13737, 14327]
+    for i, n in enumerate(sizes):
+        pwrite(plain, i * 256 * KIB, n)
+    before = chunk_slices(volume, inode)[0][1]
+    assert before == len(sizes) + 1  # nothing compacted
+    pwrite(compacting, 3 * MIB - 100, 100)
+    wait_until(lambda: settled(volume, inode, 4, len(model)), timeout=10)
+    for m in (plain, compacting):
+        assert direct_read(m.path / name, len(model) + 1) == model
+    plain.umount()
+    compacting.umount()
     fsck_clean(volume)
 
 

@@ -7,9 +7,11 @@ from a chunk's records (and its file's length) what a compaction would do:
 - the chunk's *pieces* (meta/ranges.py: visible data and allocated space, cut at the length)
   are what must survive; holes stay holes (no record), allocated space stays allocated;
 - a slice mostly hidden (the blocks its pieces need hold more than KEEP_WASTE times what they
-  show) has its pieces copied; of the others, smallest first: the two smallest once
-  `min_slices` small ones (showing less than a quarter block) crowd the chunk, then each one
-  showing less than TIER times what is copied so far; the rest stay where they are, whole.
+  show) has its pieces copied; of the others, smallest first: once `min_slices` small ones
+  (showing less than a quarter block) crowd the chunk, the smallest of them until fewer than
+  `min_slices` would be left, the new slice counted (at least two; just two when compaction
+  keeps up with the commits); then each one showing less than TIER times what is copied so
+  far; the rest stay where they are, whole.
   A large file patched in a few places keeps its large slice and only the patches are
   copied; a file written sequentially in whole slices is left alone; and, as in a
   size-tiered LSM tree, a byte is copied again only once what it is merged with has doubled
@@ -21,8 +23,9 @@ It is worth doing when there are `min_slices` small slices to merge (each one is
 resolve and a block to fetch for reads, and a row that grows with every commit), or when the
 chunk stores more than `max_overlap` times the bytes it shows and the rewrite frees some of
 that. Each compaction merges slices or frees space, so compacting again and again without
-new writes ends; in practice a compacted chunk does not qualify again (its small slices are
-tiers of at least doubling size: fewer than 16 fit below a quarter block).
+new writes ends; a compacted chunk is not crowded any more, however far behind the commits
+compaction was (merging only the two smallest of a chunk that had fallen behind left it
+crowded, and nothing looked at it again until the next write).
 
 `compact_chunk` carries a plan out: it reads the records and the length in one transaction,
 queues the new slice for deletion in an hour (so a crash or a failed swap leaves no garbage for
@@ -118,8 +121,9 @@ def plan(
     copied = 0  # distinct slices copied
     stored_after = 0
     # Mostly hidden slices are copied. Of the others (their blocks hold little more than
-    # they show), smallest first: the two smallest once min_slices small ones crowd the
-    # chunk, then each showing less than TIER times what is copied so far; the rest stay.
+    # they show), smallest first: once min_slices small ones crowd the chunk, the smallest
+    # until fewer than min_slices would be left (with the new slice; two at least), then
+    # each showing less than TIER times what is copied so far; the rest stay.
     intact: list[tuple[int, int, list[Slice]]] = []  # (bytes shown, blocks held, pieces)
     for group in shown.values():
         seen = sum(p.length for p in group)
@@ -132,13 +136,14 @@ def plan(
     size = sum(p.length for p in copy)
     intact.sort(key=lambda item: item[0])
     small = block_size // 4
-    crowded = sum(1 for group in shown.values() if sum(p.length for p in group) < small) >= max(
-        min_slices, 2
-    )
+    crowd = max(min_slices, 2)
+    crowded = sum(1 for group in shown.values() if sum(p.length for p in group) < small) >= crowd
+    left = sum(1 for seen, _, _ in intact if seen < small)  # small ones not copied (yet)
     started = 0  # small slices taken to start a merge
     for seen, held, group in intact:
-        if (crowded and seen < small and started < 2) or seen < TIER * size:
+        if (crowded and seen < small and (started < 2 or left + 1 >= crowd)) or seen < TIER * size:
             started += 1
+            left -= seen < small
             copy += group
             copied += 1
             size += seen

@@ -9,7 +9,10 @@ mounts do not rewrite one chunk at once; the optimistic swap keeps it correct ev
 lease outlives a slow rewrite) and runs `compact_chunk`, paced to `rate` bytes per second of
 new slice. A swap that failed because the chunk changed meanwhile is tried again later, a few
 times. After a swap the mount drops its own view of the file (`invalidate`); other mounts
-hear an `s` change event (same bytes, new slices: vfs/watcher.py).
+hear an `s` change event (same bytes, new slices: vfs/watcher.py). A chunk just rewritten is
+looked at once more: records another mount committed during the rewrite stay after the new
+ones, and that mount's compactor, refused the lease, counted on this one (it ends: each
+rewrite merges slices or frees space).
 
 Nothing here blocks a writer: the rewrite reads and writes blocks beside the writers, and a
 writer's commit makes the swap fail instead of waiting for it.
@@ -93,10 +96,13 @@ class Compactor:
         if not self.settings.enabled:
             return
         for idx in indexes:
-            key = (inode, idx)
-            if key not in self._ready and len(self._ready) < MAX_CANDIDATES:
-                self._ready[key] = 0
+            self._consider((inode, idx), 0)
         self._wake.set()
+
+    def _consider(self, key: tuple[int, int], tries: int) -> None:
+        """Make chunk `key` a candidate (once; none beyond MAX_CANDIDATES)."""
+        if key not in self._ready and len(self._ready) < MAX_CANDIDATES:
+            self._ready[key] = tries
 
     def start(self) -> None:
         if self.settings.enabled:
@@ -115,8 +121,7 @@ class Compactor:
         if due:
             self._later = [item for item in self._later if item[0] > now]
             for _, key, tries in due:
-                if key not in self._ready and len(self._ready) < MAX_CANDIDATES:
-                    self._ready[key] = tries
+                self._consider(key, tries)
         for key in self._ready:
             if key not in self._busy:
                 return key, self._ready.pop(key)
@@ -163,7 +168,7 @@ class Compactor:
         lease = f"compact:{inode}:{idx}"
         ttl = max(MIN_LEASE, 4 * CHUNK_SIZE / s.rate) if s.rate > 0 else MIN_LEASE
         if not await self.meta.take_lease(lease, ttl):
-            return True  # another mount is at it
+            return True  # another mount is at it (and looks again after its swap)
         try:
             done = await compact.compact_chunk(
                 self.meta,
@@ -181,4 +186,5 @@ class Compactor:
             self.invalidate(inode)
             self.compacted += 1
             self.bytes_written += done.bytes_written
+            self._consider((inode, idx), 0)  # what was committed meanwhile, by any mount
         return done is not False
