@@ -1,19 +1,27 @@
 """meta/acl.py: the kernel's POSIX ACL xattr format and the mode <-> ACL rules of Linux
-(fs/posix_acl.c: posix_acl_valid, _create_masq, _equiv_mode, _chmod_masq)."""
+(fs/posix_acl.c: posix_acl_valid, _create_masq, _equiv_mode, _chmod_masq); and what the
+kernel's INIT answer decides: ACLs served, or refused as a filesystem without them does."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import stat
 import struct
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from riverfs.errors import FSError
+from riverfs.fuse import protocol as p
+from riverfs.fuse.operations import Operations
 from riverfs.meta import acl
 from riverfs.meta.acl import GROUP, GROUP_OBJ, MASK, OTHER, USER, USER_OBJ, Entry
+from riverfs.vfs.fs import VFS, _check_xattr_name
+from riverfs.vfs.handles import Caller
+from riverfs.vfs.options import MountOptions
 
 # `setfacl -m u:nobody:rw f` on a 0600 file, as this machine's kernel sent it
 SETFACL_BYTES = bytes.fromhex(
@@ -180,3 +188,33 @@ def test_inheritance_as_ext4_does_it():
     mode, xattrs = acl.inherit(default, stat.S_IFDIR | 0o777, 0o077, True)
     assert mode == stat.S_IFDIR | 0o755
     assert dict(xattrs)[acl.DEFAULT] == default
+
+
+# ---- a kernel without FUSE_POSIX_ACL -------------------------------------------------------
+
+
+def test_what_init_agreed_decides_whether_acls_are_served(tmp_path):
+    vfs = SimpleNamespace(acls=False)
+    ops = Operations(vfs, MountOptions(cache_dir=tmp_path))
+    ops.initialized(p.Init.POSIX_ACL | p.Init.DONT_MASK | p.Init.SETXATTR_EXT)
+    assert vfs.acls and ops._umask(0o022) == 0o022 and ops.setxattr_in is p.SETXATTR_IN_EXT
+    ops.initialized(p.Init.ASYNC_READ)  # an old kernel: it applies the umask, no ACLs
+    assert not vfs.acls and ops._umask(0o022) is None and ops.setxattr_in is p.SETXATTR_IN
+
+
+@pytest.mark.parametrize("name", acl.NAMES)
+def test_without_acls_their_names_are_refused_and_not_listed(name):
+    with pytest.raises(FSError) as e:
+        _check_xattr_name(name, acls=False)
+    assert e.value.errno == errno.EOPNOTSUPP
+    _check_xattr_name(name, acls=True)
+    with pytest.raises(FSError) as e:
+        _check_xattr_name(b"system.other", acls=True)
+    assert e.value.errno == errno.EOPNOTSUPP
+
+    async def listxattr(inode):
+        return [name, b"user.x"]
+
+    for served, listed in ((False, [b"user.x"]), (True, [name, b"user.x"])):
+        vfs = SimpleNamespace(meta=SimpleNamespace(listxattr=listxattr), acls=served)
+        assert asyncio.run(VFS.listxattr(vfs, 2, Caller(0, 0, 0))) == listed
