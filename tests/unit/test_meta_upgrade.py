@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import stat
 
-from unit_helpers import FILE, ROOT, meta_url, new_meta
+from unit_helpers import DIR, FILE, ROOT, meta_url, new_meta
 
 from riverfs.meta import open_meta
+
+LINK = stat.S_IFLNK | 0o777
 
 
 def test_a_volume_of_schema_1_is_brought_up_to_date(tmp_path):
@@ -33,6 +36,39 @@ def test_a_volume_of_schema_1_is_brought_up_to_date(tmp_path):
         assert await meta.setlk(f.inode, meta.session_id, 1, 0, 9, 1, 1)  # schema 3: locks
         [s] = await meta.sessions()
         assert s.beat_every == 2.5 and (await meta.usage()).inodes == 2
+        await meta.close()
+
+    asyncio.run(body())
+
+
+def test_a_volume_of_schema_5_gets_its_directory_counters_built(tmp_path):
+    """Schema 6 added dir_usage: an older volume's counters are built from its namespace when
+    it is opened, once; after that they follow every change."""
+
+    async def body():
+        meta = await new_meta(tmp_path)
+        d = await meta.create(ROOT, b"d", DIR, 0, 0)
+        for name, size in ((b"a", 10), (b"b", 2000)):
+            f = await meta.create(d.inode, name, FILE, 0, 0)
+            await meta.truncate(f.inode, size)
+        await meta.create(ROOT, b"s", LINK, 0, 0, target=b"abc")
+        await meta.close()
+        with sqlite3.connect(tmp_path / "meta.db") as db:  # as schema 5 had it
+            db.executescript(
+                "DROP TABLE dir_usage; DROP INDEX nodes_dirs_by_parent;"
+                "DELETE FROM counters WHERE name = 'dir_usage';"
+            )
+        meta = await open_meta(meta_url(tmp_path))
+        await meta.prepare()
+        s = await meta.dir_summary(ROOT)
+        assert (s.directories, s.entries, s.bytes, s.tree_entries, s.tree_bytes) == (
+            2, 2, 3, 4, 2013,
+        )  # fmt: skip
+        assert await meta.dir_usage_drift() == []
+        await meta.create(d.inode, b"c", FILE, 0, 0)
+        await meta.prepare()  # built once: opening again adds nothing
+        assert (await meta.dir_summary(d.inode)).entries == 3
+        assert await meta.dir_usage_drift() == []
         await meta.close()
 
     asyncio.run(body())

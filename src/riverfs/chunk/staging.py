@@ -181,6 +181,10 @@ class Staging:
             code = errno.ENOSPC if e.errno in (errno.ENOSPC, errno.EDQUOT) else errno.EIO
             raise FSError(code, f"syncing staged blocks in {self.dir}: {e.strerror}") from e
 
+    def holds(self, key: str) -> bool:
+        """True while the block waits here to be uploaded (`riverfs info`)."""
+        return key in self._sizes
+
     def get(self, key: str) -> bytes | None:
         """The staged block, or None (blocking: run it in a thread)."""
         if key not in self._sizes:

@@ -535,6 +535,22 @@ class BlockStore:
             why = f"the store failed ({cause})" if cause else "the store is unreachable"
             raise FSError(errno.EIO, f"{why} and staging refused {key}: {e}") from e
 
+    def where(self, keys: list[str]) -> dict[str, list[str]]:
+        """Where this mount holds each block (`riverfs info`): "memory" (decoded, whole or
+        some pages), "disk" (the cache), then "staging" (not uploaded yet) or "store"."""
+        paged = {key for key, _ in self._pages}
+        places = {}
+        for key in keys:
+            here = []
+            if key in self._mem or key in paged:
+                here.append("memory")
+            if self.cache is not None and self.cache.has(key):
+                here.append("disk")
+            staged = self.staging is not None and self.staging.holds(key)
+            here.append("staging" if staged else "store")
+            places[key] = here
+        return places
+
     @property
     def memory_used(self) -> int:
         """Bytes of decoded blocks and pages held in memory."""

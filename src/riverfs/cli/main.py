@@ -28,6 +28,7 @@ from riverfs.cli.defaults import (
     human_size,
     parse_size,
 )
+from riverfs.cli.info import info
 from riverfs.cli.obj import obj
 from riverfs.cli.passphrase import ENV, passphrase_group, read_passphrase
 from riverfs.cli.profile import profile
@@ -589,6 +590,7 @@ cli.add_command(gc)
 cli.add_command(fsck)
 cli.add_command(dump)
 cli.add_command(load)
+cli.add_command(info)
 cli.add_command(bench)
 cli.add_command(stats)
 cli.add_command(profile)

@@ -169,6 +169,7 @@ async def load(
             )
 
     await meta.db.txn(counters)
+    await meta.rebuild_dir_usage()  # derived from the namespace: never in a dump
     return settings, rows
 
 

@@ -62,6 +62,20 @@ _ATTR_COLS_N = ", ".join(f"n.{c.strip()}" for c in _ATTR_COLS.split(","))
 _ATTR_MARKS = ", ".join("?" * len(_ATTR_COLS.split(",")))
 
 InUse = Callable[[int], bool]
+# What an entry adds to its directory's bytes (dir_usage), as SQL over its node row `n`.
+_FILE_BYTES = "CASE WHEN (n.mode & 61440) = 16384 THEN 0 ELSE n.length END"
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class DirSummary:
+    """dir_summary: `directories` in the tree (itself included); `entries`/`bytes` directly
+    in the directory; `tree_entries`/`tree_bytes` in the whole tree below it."""
+
+    directories: int
+    entries: int
+    bytes: int
+    tree_entries: int
+    tree_bytes: int
 
 
 class DuplicateKey(Exception):
@@ -171,6 +185,7 @@ class Meta:
                 "slice_refs",
                 "pending_block_deletes",
                 "inline_blocks",
+                "dir_usage",
             ):
                 await tx.run(f"DELETE FROM {table}")
             await tx.run("INSERT INTO settings VALUES ('volume', ?)", settings.to_json())
@@ -179,6 +194,7 @@ class Meta:
             await tx.run("UPDATE counters SET value = 2 WHERE name = 'next_inode'")
             await tx.run("UPDATE counters SET value = 1 WHERE name = 'inodes'")
             await tx.run("UPDATE counters SET value = ? WHERE name = 'next_slice'", next_slice)
+            await tx.run("INSERT INTO counters VALUES ('dir_usage', 1)")  # built: all empty
             t = now_ns()
             await tx.run(
                 f"INSERT INTO nodes ({_ATTR_COLS}) VALUES (?, ?, 2, ?, ?, 0, 0, 0, ?, ?, ?, ?)",
@@ -216,8 +232,20 @@ class Meta:
         await self.db.txn(fn)
 
     async def prepare(self) -> None:
-        """Bring an existing volume's schema up to date (new tables are created empty)."""
+        """Bring an existing volume's schema up to date (new tables are created empty; the
+        directory counters of a volume older than them are built from its namespace)."""
         await self.db.executescript(TABLES)
+
+        async def build(tx):
+            if await tx.one("SELECT 1 FROM counters WHERE name = 'dir_usage'"):
+                return
+            await self.rebuild_dir_usage_in(tx)
+            await tx.run("INSERT INTO counters VALUES ('dir_usage', 1)")
+
+        try:
+            await self.db.txn(build)
+        except DuplicateKey:  # another mount built them at the same moment
+            pass
 
     async def usage(self) -> Usage:
         async def fn(tx):
@@ -244,9 +272,18 @@ class Meta:
         )
 
     async def fold_usage(self) -> None:
-        """Move the usage rows into the counters (keeps the usage table small)."""
+        """Move the usage rows into the counters, and every directory's dir_usage rows into
+        its slot-0 row (keeps both tables small: slots are connections, which come and go)."""
 
         async def fn(tx):
+            await tx.run(
+                "INSERT INTO dir_usage (inode, slot, entries, bytes)"
+                " SELECT inode, 0, SUM(entries), SUM(bytes) FROM dir_usage WHERE slot != 0"
+                " GROUP BY inode ON CONFLICT (inode, slot) DO UPDATE"
+                " SET entries = dir_usage.entries + excluded.entries,"
+                " bytes = dir_usage.bytes + excluded.bytes"
+            )
+            await tx.run("DELETE FROM dir_usage WHERE slot != 0")
             inodes, used = await tx.one("SELECT SUM(inodes), SUM(bytes) FROM usage")
             await tx.run("DELETE FROM usage")
             await tx.run(
@@ -257,6 +294,102 @@ class Meta:
             )
 
         await self.db.txn(fn)
+
+    # ---- directory counters (dir_usage) ----------------------------------------------------
+    # Kept in the transaction of every change, as deltas in this connection's own row: exact
+    # at every commit, no row that concurrent creates would fight over (the parent's node row
+    # is written by those changes anyway). A hard link is one entry, and its file's size
+    # counts once per link.
+
+    async def _count_dir(self, tx, directory: int, entries: int, size: int) -> None:
+        """Directory `directory` gained `entries` names and `size` bytes (negative: lost)."""
+        if not entries and not size:
+            return
+        await tx.defer(
+            "INSERT INTO dir_usage VALUES (?, ?, ?, ?) ON CONFLICT (inode, slot) DO UPDATE"
+            " SET entries = dir_usage.entries + excluded.entries,"
+            " bytes = dir_usage.bytes + excluded.bytes",
+            directory,
+            tx.slot,
+            entries,
+            size,
+        )
+
+    async def resized_in(self, tx, attr: Attr, length: int) -> None:
+        """The file `attr` now has `length` bytes: every directory holding a link to it
+        counts the difference (once per link), in the caller's transaction `tx` (public:
+        meta/ranges.py changes lengths too). One statement, sent with the commit."""
+        if length == attr.size or attr.nlink == 0:
+            return
+        await tx.defer(
+            "INSERT INTO dir_usage (inode, slot, entries, bytes)"
+            " SELECT parent, ?, 0, ? * COUNT(*) FROM edges WHERE inode = ? GROUP BY parent"
+            " ON CONFLICT (inode, slot) DO UPDATE SET bytes = dir_usage.bytes + excluded.bytes",
+            tx.slot,
+            length - attr.size,
+            attr.inode,
+        )
+
+    async def rebuild_dir_usage_in(self, tx) -> None:
+        """Replace every directory's counters by what its entries add up to (an upgraded
+        volume, a loaded dump, fsck --repair), in the caller's transaction."""
+        await tx.run("DELETE FROM dir_usage")
+        await tx.run(
+            "INSERT INTO dir_usage (inode, slot, entries, bytes)"
+            f" SELECT e.parent, 0, COUNT(*), SUM({_FILE_BYTES})"
+            " FROM edges e JOIN nodes n ON n.inode = e.inode GROUP BY e.parent"
+        )
+
+    async def dir_usage_drift(self) -> list[tuple[int, tuple[int, int], tuple[int, int]]]:
+        """Directories whose counters disagree with their entries (fsck): (inode, counted
+        (entries, bytes), actual (entries, bytes)). A full scan of the namespace."""
+
+        async def fn(tx):
+            actual = {
+                r[0]: (int(r[1]), int(r[2]))
+                for r in await tx.all(
+                    f"SELECT e.parent, COUNT(*), SUM({_FILE_BYTES})"
+                    " FROM edges e JOIN nodes n ON n.inode = e.inode GROUP BY e.parent"
+                )
+            }
+            counted = {
+                r[0]: (int(r[1]), int(r[2]))
+                for r in await tx.all(
+                    "SELECT inode, SUM(entries), SUM(bytes) FROM dir_usage GROUP BY inode"
+                )
+            }
+            return [
+                (inode, counted.get(inode, (0, 0)), actual.get(inode, (0, 0)))
+                for inode in sorted(actual.keys() | counted.keys())
+                if counted.get(inode, (0, 0)) != actual.get(inode, (0, 0))
+            ]
+
+        return await self.db.txn(fn, write=False)
+
+    async def rebuild_dir_usage(self) -> None:
+        await self.db.txn(self.rebuild_dir_usage_in)
+
+    async def dir_summary(self, inode: int) -> DirSummary:
+        """A directory's counters and its tree's totals, from dir_usage: one query over the
+        directories of the tree (never its files), however many entries they hold."""
+
+        async def fn(tx):
+            row = await tx.one(
+                "WITH RECURSIVE tree(inode) AS (SELECT CAST(? AS BIGINT) UNION ALL SELECT n.inode"
+                " FROM nodes n JOIN tree t ON n.parent = t.inode"
+                " WHERE (n.mode & 61440) = 16384 AND n.inode != n.parent)"
+                " SELECT (SELECT COUNT(*) FROM tree),"
+                " (SELECT SUM(entries) FROM dir_usage WHERE inode = ?),"
+                " (SELECT SUM(bytes) FROM dir_usage WHERE inode = ?),"
+                " SUM(u.entries), SUM(u.bytes)"
+                " FROM tree JOIN dir_usage u ON u.inode = tree.inode",
+                inode,
+                inode,
+                inode,
+            )
+            return DirSummary(*(int(v or 0) for v in row))
+
+        return await self.db.txn(fn, write=False)
 
     # ---- ids ------------------------------------------------------------------------------
 
@@ -642,6 +775,7 @@ class Meta:
             for xname, value in acls:
                 await tx.defer("INSERT INTO xattrs VALUES (?, ?, ?)", inode, xname, value)
             await self.count_in(tx, 1)
+            await self._count_dir(tx, parent, 1, attr.size)
             tx.changes.entry(parent, name)
             if self.cache is not None:
                 tx.changes.after.append(lambda: self._created(attr, pattr, name))
@@ -675,6 +809,7 @@ class Meta:
             )
             await tx.run("UPDATE nodes SET nlink = nlink + 1, ctime = ? WHERE inode = ?", t, inode)
             await self._touch_dir(tx, parent, t)
+            await self._count_dir(tx, parent, 1, attr.size)
             tx.changes.entry(parent, name)
             tx.changes.attr(inode)
             return await self.must_attr_in(tx, inode)
@@ -719,6 +854,7 @@ class Meta:
             await tx.defer("DELETE FROM edges WHERE parent = ? AND name = ?", parent, name)
             tx.changes.entry(parent, name)
             await self._touch_dir(tx, parent, t)
+            await self._count_dir(tx, parent, -1, -attr.size)
             await self._drop_link(tx, attr, t, in_use)
             return attr
 
@@ -743,6 +879,7 @@ class Meta:
             await tx.defer("DELETE FROM edges WHERE parent = ? AND name = ?", parent, name)
             tx.changes.entry(parent, name)
             await self._touch_dir(tx, parent, t, -1)
+            await self._count_dir(tx, parent, -1, 0)
             await self._drop_link(tx, attr, t, in_use)
             return attr
 
@@ -828,6 +965,9 @@ class Meta:
                 tx.changes.attr(dst.inode)
             if flags & RENAME_EXCHANGE:
                 await self._exchange(tx, src, dst, old_parent, old_name, new_parent, new_name, t)
+                if old_parent != new_parent:
+                    await self._count_dir(tx, old_parent, 0, dst.size - src.size)
+                    await self._count_dir(tx, new_parent, 0, src.size - dst.size)
                 return dst
             if dst is not None:
                 if src.is_dir and not dst.is_dir:
@@ -850,6 +990,7 @@ class Meta:
                 )
                 if dst.is_dir:
                     await self._touch_dir(tx, new_parent, t, -1)
+                await self._count_dir(tx, new_parent, -1, -dst.size)
                 await self._drop_link(tx, dst, t, in_use)
             else:
                 await tx.defer(
@@ -859,6 +1000,9 @@ class Meta:
                     old_parent,
                     old_name,
                 )
+            if old_parent != new_parent:
+                await self._count_dir(tx, old_parent, -1, -src.size)
+                await self._count_dir(tx, new_parent, 1, src.size)
             moved_dir = src.is_dir and old_parent != new_parent
             await self._touch_dir(tx, old_parent, t, -1 if moved_dir else 0)
             await self._touch_dir(tx, new_parent, t, 1 if moved_dir else 0)
@@ -887,6 +1031,7 @@ class Meta:
             "INSERT INTO edges (parent, name, inode) VALUES (?, ?, ?)", parent, name, inode
         )
         await self.count_in(tx, 1)
+        await self._count_dir(tx, parent, 1, 0)
 
     async def _exchange(
         self,
@@ -960,7 +1105,8 @@ class Meta:
         if attr.stored:  # nothing stored: no slice holds data (saves a round trip)
             rows = await tx.all("SELECT slices FROM chunks WHERE inode = ?", inode)
             await refs.drop_rows(tx, [decode_slices(blob) for (blob,) in rows], now_ns())
-        for table in ("chunks", "symlinks", "xattrs", "locks", "locked_inodes", "nodes"):
+        tables = ("chunks", "symlinks", "xattrs", "locks", "locked_inodes", "nodes")
+        for table in (*tables, "dir_usage") if attr.is_dir else tables:
             await tx.defer(f"DELETE FROM {table} WHERE inode = ?", inode)
         await self.count_in(tx, -1, -attr.stored)
         tx.changes.attr(inode)
@@ -1013,6 +1159,21 @@ class Meta:
                 "SELECT slices FROM chunks WHERE inode = ? AND idx = ?", inode, index
             )
             return decode_slices(row[0]) if row else []
+
+        return await self.db.txn(fn, write=False)
+
+    async def file_layout(self, inode: int) -> tuple[list[tuple[int, list[Slice]]], set[int]]:
+        """Every chunk row of a file, (index, slice records) in index order, and which of the
+        slices they name keep their block in the database (meta/inline.py): `riverfs info`."""
+        limit = self.inline_limit
+
+        async def fn(tx):
+            rows = await tx.all(
+                "SELECT idx, slices FROM chunks WHERE inode = ? ORDER BY idx", inode
+            )
+            chunks = [(idx, decode_slices(blob)) for idx, blob in rows]
+            small = {s.id for _, records in chunks for s in records if s.id and s.size <= limit}
+            return chunks, set(await inline.load(tx, small)) if small else set()
 
         return await self.db.txn(fn, write=False)
 
@@ -1085,6 +1246,7 @@ class Meta:
 
     async def _set_size(self, tx, attr: Attr, length: int, stored: int, t: int) -> Attr:
         """New length and stored bytes of a file whose content changed at `t`."""
+        await self.resized_in(tx, attr, length)
         await tx.defer(
             "UPDATE nodes SET length = ?, stored = ?, mtime = ?, ctime = ? WHERE inode = ?",
             length,

@@ -270,6 +270,7 @@ async def _apply(
         and await tx.one("SELECT 1 FROM chunks WHERE inode = ? LIMIT 1", inode)
     ):
         stored = min(1, length)  # records hidden by holes remain: freeing must find them
+    await meta.resized_in(tx, attr, length)
     await tx.defer(
         "UPDATE nodes SET length = ?, stored = ?, mtime = ?, ctime = ? WHERE inode = ?",
         length,

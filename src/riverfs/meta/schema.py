@@ -4,8 +4,9 @@ Times are nanoseconds since the epoch. Names and symlink targets are bytes (BLOB
 the root directory; its `parent` is 1.
 """
 
-# 3: locks, locked_inodes; 4: slice_refs, pending_block_deletes; 5: inline_blocks
-SCHEMA_VERSION = 5
+# 3: locks, locked_inodes; 4: slice_refs, pending_block_deletes; 5: inline_blocks;
+# 6: dir_usage (built from the namespace when an older volume is opened), nodes_dirs_by_parent
+SCHEMA_VERSION = 6
 
 TABLES = """
 -- One row: name 'volume', value = VolumeSettings as JSON (also copied to <store>/riverfs.json).
@@ -57,6 +58,9 @@ CREATE TABLE IF NOT EXISTS edges (
 );
 CREATE INDEX IF NOT EXISTS edges_by_parent ON edges (parent, id);
 CREATE INDEX IF NOT EXISTS edges_by_inode ON edges (inode);
+-- The subdirectories of a directory (`riverfs info` sums dir_usage over a tree): partial, so
+-- creating a file never touches it.
+CREATE INDEX IF NOT EXISTS nodes_dirs_by_parent ON nodes (parent) WHERE (mode & 61440) = 16384;
 
 -- File data: chunk `idx` (64 MiB each) of `inode`; slices = packed slice records in commit
 -- order (meta/slices.py). A missing row is a hole.
@@ -158,6 +162,21 @@ CREATE TABLE IF NOT EXISTS usage (
     slot   INTEGER PRIMARY KEY,
     inodes INTEGER NOT NULL,
     bytes  INTEGER NOT NULL
+);
+
+-- What each directory holds, as deltas in one row per (directory, slot) like `usage` (every
+-- create, unlink, rename, link and size change adds to its own connection's row in the same
+-- transaction: no hot row). A directory's figures are the sums over its rows; the leader folds
+-- them into slot 0 now and then; counters 'dir_usage' = 1 once they were built for the volume.
+--   entries: the names directly in it (every type; each hard link is one name)
+--   bytes:   the st_size sum of those of its entries that are not directories (a file with
+--            two links here counts twice, one with a link elsewhere counts there too)
+CREATE TABLE IF NOT EXISTS dir_usage (
+    inode   INTEGER NOT NULL,
+    slot    INTEGER NOT NULL,
+    entries INTEGER NOT NULL,
+    bytes   INTEGER NOT NULL,
+    PRIMARY KEY (inode, slot)
 );
 
 -- Leases elect one mount for a job (name 'background': deferred deletes, cleaning up dead

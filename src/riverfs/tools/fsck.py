@@ -11,7 +11,10 @@ What `check_volume` looks at:
 - entries pointing to inodes that do not exist;
 - link counts (files: their entries; directories: 2 + subdirectories);
 - orphans: live inodes no entry reaches (moved to /lost+found by `repair`), and deleted
-  inodes nothing keeps open any more (freed by `repair`).
+  inodes nothing keeps open any more (freed by `repair`);
+- directory counters (meta dir_usage, what `riverfs info` answers from): each directory's
+  entries and bytes against what its entries add up to (`repair` rebuilds them; checked last,
+  after the repairs above changed entries).
 
 It reports the paths of damaged files. A file with a missing or corrupt block cannot be
 repaired (its data is gone); `repair` fixes the metadata problems above and says what it did.
@@ -136,6 +139,7 @@ async def check_volume(
 
     await _check_refs(volume, report, rows_naming, sizes, repair)
     await _check_links(volume, report, nodes, links, subdirs, where, repair)
+    await _check_dir_counters(volume, report, where, repair)
     for inode in report.damaged:
         report.paths[inode] = _path(inode, where)
     return report
@@ -202,6 +206,19 @@ async def _check_links(volume, report, nodes, links, subdirs, where, repair) -> 
             await inventory.adopt(meta, lost, name, inode, stat.S_ISDIR(nodes[inode].mode))
             where[inode] = (lost, name)
             report.repaired.append(f"moved orphan inode {inode} to /lost+found/#{inode}")
+
+
+async def _check_dir_counters(volume, report, where, repair) -> None:
+    """Every directory's counters match its entries (names, and st_size of non-directories)."""
+    drift = await volume.meta.dir_usage_drift()
+    for inode, (entries, size), (want_entries, want_size) in drift:
+        report.problems.append(
+            f"directory {_path(inode, where)} (inode {inode}) counts {entries} entries and "
+            f"{size} bytes, its entries add up to {want_entries} and {want_size}"
+        )
+    if repair and drift:
+        await volume.meta.rebuild_dir_usage()
+        report.repaired.append(f"rebuilt the directory counters ({len(drift)} were wrong)")
 
 
 def _path(inode: int, where: dict[int, tuple[int, bytes]]) -> str:
