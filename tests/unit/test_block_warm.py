@@ -141,3 +141,18 @@ async def test_evict_drops_memory_and_disk_but_leaves_staged_blocks(store, tmp_p
         assert staging.get(block_key(300, 0, 3000)) is not None, "not uploaded yet: kept"
     finally:
         await bs.close()
+
+
+@async_test
+async def test_a_staged_block_the_cache_did_not_take_counts_as_local(store, tmp_path):
+    cache = DiskCache(tmp_path / "c", 1000, min_free=0.0)  # too small for the block
+    staging = Staging(tmp_path / "staging", store)  # not started: nothing is uploaded
+    counting = GatedStore(store)
+    bs = BlockStore(counting, BS, "none", cache, staging=staging, writeback=True)
+    try:
+        await bs.save(300, 0, os.urandom(3000))
+        assert not cache.has(block_key(300, 0, 3000))
+        assert await bs.warm(300, 0, 3000) == WARM_CACHED
+        assert counting.gets == 0
+    finally:
+        await bs.close()

@@ -439,8 +439,8 @@ class BlockStore:
         readers' blocks out of the memory LRU), else into the memory LRU.
 
         WARM_FETCHED if it came from the store (or a read that was fetching it), WARM_CACHED
-        if it was already here, WARM_MISSED if the cache did not keep it (full: `min_free`,
-        a block larger than the memory cache).
+        if it was already here (cached, or staged), WARM_MISSED if the cache did not keep it
+        (full: `min_free`, a block larger than the memory cache).
         At most `max_prefetch` fetches at once for the whole mount; BlockCorrupt or
         StoreError as a read would raise them.
         """
@@ -470,11 +470,11 @@ class BlockStore:
 
     def _is_local(self, key: str) -> bool:
         """Whether a read of the block would be served without the store (the memory LRU
-        counts only for a mount without a disk cache: it is what `warm` fills there). A
-        staged block is cached too when it is saved, unless the cache was full."""
+        counts only for a mount without a disk cache: it is what `warm` fills there; a
+        staged block, not uploaded yet, is read from staging)."""
         if self.cache is None:
             return key in self._mem
-        return self.cache.has(key)
+        return self.cache.has(key) or (self.staging is not None and self.staging.holds(key))
 
     async def evict(self, slice_id: int, index: int, length: int) -> bool:
         """Drop a block from the memory LRUs and the disk cache (`riverfs warmup --evict`);

@@ -45,7 +45,7 @@ Block = tuple[int, int, int]  # slice id, block index, block length
 
 async def warm(vfs: VFS, inode: int) -> bytes:
     """Fetch every block of file `inode` into the cache; the JSON reply: bytes `fetched` from
-    the store, bytes already `cached` (or inline), bytes `missed` (the cache did
+    the store, bytes already `cached` (or staged, or inline), bytes `missed` (the cache did
     not keep them: full), and the `cache` used ("disk" or "memory") with its `capacity`."""
     attr = await _file(vfs, inode)
     blocks, local = await _blocks(vfs, attr)
