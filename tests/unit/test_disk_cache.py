@@ -165,3 +165,31 @@ def test_racing_puts_of_one_key_count_its_bytes_once(tmp_path, monkeypatch):
     on_disk = sum(os.path.getsize(c.dir / n) for n in os.listdir(c.dir))
     assert on_disk == 100
     assert c.used == on_disk
+
+
+def test_racing_puts_of_different_blocks_stay_within_capacity(tmp_path, monkeypatch):
+    """Pool threads caching blocks at once (riverfs warmup does): the bytes a put is still
+    writing count, so a second put finds no room instead of overfilling the cache."""
+    c = DiskCache(tmp_path, 1500, min_free=0.0)
+    writing = threading.Event()
+    release = threading.Event()
+    real_open = open
+
+    def gated_open(path, mode="r", *args, **kwargs):
+        if str(path).endswith(".tmp") and threading.current_thread().name == "first":
+            writing.set()
+            release.wait(5)  # the first put holds its room, not yet in the index
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "open", gated_open, raising=False)
+    first = threading.Thread(target=lambda: c.put("a", b"a" * 1000), name="first")
+    first.start()
+    try:
+        assert writing.wait(5)
+        c.put("b", b"b" * 1000)  # no room: a's 1000 bytes are being written
+    finally:
+        release.set()
+        first.join(10)
+    on_disk = sum(os.path.getsize(c.dir / n) for n in os.listdir(c.dir))
+    assert on_disk == c.used == 1000
+    assert c.has("a") and not c.has("b")

@@ -105,8 +105,11 @@ class DiskCache:
             if name in self._index:
                 return
             self._evict(len(data))
-            if self._free_ratio() < self.min_free:
-                return
+            if self.used + len(data) > self.capacity or self._free_ratio() < self.min_free:
+                return  # the room is held by puts still writing (not evictable yet)
+            # Reserved while the file is written: puts in other threads count it, or
+            # together they would each find room for themselves and overfill the cache.
+            self.used += len(data)
         tmp = self.dir / f"{name}.{os.getpid()}.tmp"
         try:
             with open(tmp, "wb") as f:
@@ -114,15 +117,18 @@ class DiskCache:
             os.rename(tmp, self.dir / name)
         except OSError as e:
             log.warning("cannot cache block %s: %s", key, e)
+            with self._lock:
+                self.used -= len(data)
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
             return
         with self._lock:
-            if name not in self._index:  # another thread may have cached it meanwhile
+            if name not in self._index:
                 self._index[name] = len(data)
-                self.used += len(data)
+            else:  # another thread cached it meanwhile: its bytes are counted once
+                self.used -= len(data)
 
     def discard(self, key: str) -> None:
         """Drop a block (it was deleted from the store, or failed verification)."""

@@ -215,10 +215,11 @@ def warmup(paths: tuple[Path, ...], threads: int, evict: bool) -> None:
         )
         if tally.missed:
             click.echo(f"not kept: {human_size(tally.missed)} (the cache is full)")
-        if tally.capacity and tally.fetched + tally.cached > tally.capacity:
+        wanted = tally.fetched + tally.cached + tally.missed
+        if tally.capacity and wanted > tally.capacity:
             click.echo(
-                f"warning: {human_size(tally.fetched + tally.cached)} is more than {where} "
-                "holds: the blocks warmed first were pushed out again"
+                f"warning: {human_size(wanted)} is more than {where} holds: the blocks "
+                "warmed first were pushed out again"
             )
     if tally.failed:
         n = len(tally.failed)
