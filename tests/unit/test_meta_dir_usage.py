@@ -89,3 +89,34 @@ async def test_symlinks_count_their_target_and_devices_nothing(tmp_path):
     await meta.create(ROOT, b"c", stat.S_IFCHR | 0o600, 0, 0, rdev=0x0101)
     assert await figures(meta, ROOT) == (2, 5)
     await meta.close()
+
+
+@async_test
+async def test_a_volume_without_counters_gets_them_built_once_and_fsck_rebuilds_them(tmp_path):
+    """What opening a volume of schema 5 and `fsck --repair` do, on both engines."""
+    meta = await new_meta(tmp_path)
+    await meta.open_session("h", 1, "/m", "t")
+    d = await meta.create(ROOT, b"d", DIR, 0, 0)
+    for i in range(5):
+        f = await meta.create(d.inode, b"f%d" % i, FILE, 0, 0)
+        await meta.truncate(f.inode, 100 * i)
+    await meta.link(f.inode, ROOT, b"hard")
+    counted = await meta.dir_summary(ROOT)
+
+    async def forget(tx):  # a volume from before the counters
+        await tx.run("DELETE FROM dir_usage")
+        await tx.run("DELETE FROM counters WHERE name = 'dir_usage'")
+
+    await meta.db.txn(forget)
+    assert len(await meta.dir_usage_drift()) == 2
+    await meta.prepare()
+    assert await meta.dir_summary(ROOT) == counted
+    assert counted.tree_entries == 7 and counted.tree_bytes == 1000 + 400
+    await meta.db.txn(lambda tx: tx.run("UPDATE dir_usage SET bytes = 1 WHERE inode = ?", d.inode))
+    await meta.prepare()  # built already: not again
+    [(inode, wrong, right)] = await meta.dir_usage_drift()
+    assert (inode, wrong, right) == (d.inode, (5, 1), (5, 1000))
+    await meta.rebuild_dir_usage()
+    assert await meta.dir_usage_drift() == []
+    assert await meta.dir_summary(ROOT) == counted
+    await meta.close()
