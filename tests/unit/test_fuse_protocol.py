@@ -32,7 +32,7 @@ from riverfs.errors import FSError
 from riverfs.fuse import protocol as p
 from riverfs.fuse import session as session_module
 from riverfs.fuse.operations import Operations
-from riverfs.fuse.session import WANTED, Session, Settings
+from riverfs.fuse.session import ACL_WANTED, WANTED, Session, Settings
 from riverfs.meta import Attr
 
 HEADER = Path("/usr/include/linux/fuse.h")
@@ -378,7 +378,8 @@ InitOut = namedtuple(
 def agreed_by(offered: int) -> int:
     """The INIT flags riverfs agrees to: DONT_MASK only with POSIX_ACL (it applies the umask
     itself only where it also inherits default ACLs)."""
-    wanted = int(WANTED) if offered & I.POSIX_ACL else int(WANTED) & ~I.DONT_MASK
+    full = int(WANTED | ACL_WANTED)
+    wanted = full if offered & I.POSIX_ACL else full & ~I.DONT_MASK
     return offered & wanted
 
 
@@ -420,7 +421,8 @@ class Kernel:
     def __init__(self, handlers=None, settings=None) -> None:
         self.sock, dev = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock.setblocking(False)
-        self.session = Session(dev.detach(), dict(handlers or {}), settings or Settings())
+        settings = settings or Settings(posix_acl=True)  # as riverfs's mount asks
+        self.session = Session(dev.detach(), dict(handlers or {}), settings)
         self._uniques = itertools.count(2, 2)  # the kernel's uniques are even
 
     async def __aenter__(self) -> Kernel:
@@ -553,7 +555,7 @@ async def test_init_with_init_ext_reads_and_answers_flags2(monkeypatch, minor):
         out = init_out(reply.body)
         assert (out.major, out.minor) == (7, min(minor, p.KERNEL_MINOR_VERSION))
         assert out.flags & I.INIT_EXT
-        assert out.flags == (OFFERED_7_38 & int(wanted)) | I.INIT_EXT
+        assert out.flags == (OFFERED_7_38 & int(wanted | ACL_WANTED)) | I.INIT_EXT
         assert out.flags2 == int(I.HAS_EXPIRE_ONLY) >> 32
         assert k.session.agreed & I.HAS_EXPIRE_ONLY
         assert not k.session.agreed & (I.SECURITY_CTX | I.HAS_INODE_DAX | I.CREATE_SUPP_GROUP)
@@ -585,6 +587,15 @@ async def test_init_agrees_to_nothing_that_changes_the_layouts():
         # an ACL's setter keeps setgid (Operations.initialized switches its layout)
         for flag in (I.POSIX_ACL, I.DONT_MASK, I.SETXATTR_EXT):
             assert k.session.agreed & flag, flag.name
+
+
+@async_test
+async def test_init_without_posix_acl_keeps_the_kernel_applying_the_umask():
+    """A filesystem that stores no ACLs (benchmarks/memfs.py) asks for none of it."""
+    async with Kernel(settings=Settings()) as k:
+        await k.init()
+        for flag in (I.POSIX_ACL, I.DONT_MASK, I.SETXATTR_EXT):
+            assert not k.session.agreed & flag, flag.name
 
 
 @async_test

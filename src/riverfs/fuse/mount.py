@@ -206,7 +206,9 @@ async def serve(
         if exporter is not None:
             exporter.shutdown()
         raise
-    settings = fuse_session.Settings(max_write=MAX_WRITE, writeback_cache=options.writeback_cache)
+    settings = fuse_session.Settings(
+        max_write=MAX_WRITE, writeback_cache=options.writeback_cache, posix_acl=True
+    )
     ops = Operations(vfs, options)
     handlers = ops.handlers()
     session = fuse_session.Session(fd, handlers, settings)

@@ -86,6 +86,9 @@ class Settings:
     max_background: int = 64
     writeback_cache: bool = False
     max_in_flight: int = 256
+    # POSIX ACLs: the kernel enforces them and sends the umask unapplied (the filesystem
+    # then applies it, or a default ACL); a filesystem that does not store ACLs leaves it off
+    posix_acl: bool = False
 
 
 WANTED = (
@@ -102,7 +105,9 @@ WANTED = (
     | p.Init.CACHE_SYMLINKS
     | p.Init.EXPLICIT_INVAL_DATA
     | p.Init.HANDLE_KILLPRIV_V2
-    | p.Init.POSIX_ACL  # the kernel enforces ACLs; riverfs stores and inherits them
+)
+ACL_WANTED = (
+    p.Init.POSIX_ACL  # the kernel enforces ACLs; riverfs stores and inherits them
     | p.Init.DONT_MASK  # the umask comes unapplied: with a default ACL it does not apply
     | p.Init.SETXATTR_EXT  # tells whether setting an ACL drops setgid
 )
@@ -536,6 +541,8 @@ class Session:
             (flags2,) = p.INIT_IN_EXT.unpack_from(body, p.INIT_IN.size)
             offered |= p.Init(flags2 << 32)
         wanted = WANTED | (p.Init.WRITEBACK_CACHE if self.settings.writeback_cache else 0)
+        if self.settings.posix_acl:
+            wanted |= ACL_WANTED
         if not offered & p.Init.POSIX_ACL:  # then the kernel applies the umask, as before
             wanted &= ~p.Init.DONT_MASK
         agreed = offered & wanted
