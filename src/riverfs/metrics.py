@@ -143,7 +143,8 @@ def families() -> list[Family]:
 def samples() -> Iterator[Sample]:
     """Every sample, as Prometheus names them: counters `..._total`, histograms `..._bucket`
     (cumulative, `le` in seconds), `..._sum` (seconds) and `..._count`; gauges as they are.
-    Children that never counted anything are left out."""
+    Histograms that never observed anything are left out (counters at 0 and gauges are
+    not)."""
     for family in families():
         base = PREFIX + family.name
         for value, metric in list(family.children.items()):

@@ -198,6 +198,17 @@ def test_config_shows_the_effective_options_without_secrets(volume):
     assert "meta.db" not in config  # the metadata URL (and its password, if any) stays out
 
 
+def test_the_daemon_log_is_for_its_owner_only(volume):
+    """With --trace the log names paths, which only root may read from .riverfs/accesslog."""
+    log = volume.cache_dir / "mount.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.touch(mode=0o644)  # as an older riverfs left it
+    log.chmod(0o644)
+    m = volume.mount(None, "--trace")
+    assert log.stat().st_mode & 0o777 == 0o600
+    m.umount()
+
+
 def test_prometheus_endpoint_parses_and_agrees_with_the_stats_file(volume):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -49,7 +49,10 @@ def spawn_background(
     env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with open(log_path, "ab") as log_file:
+        # 0600: with --trace the log names paths, which only root may see (.riverfs/accesslog)
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)  # a log an older riverfs created 0644
+        with open(fd, "ab") as log_file:
             child = subprocess.Popen(
                 [
                     *(sys.executable, "-m", "riverfs", "mount", *argv),

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from riverfs.cli import vxattr
 from riverfs.cli.defaults import human_size
 from riverfs.errors import RiverError
 
@@ -38,7 +39,7 @@ def ask(path: Path) -> dict:
 
 def _page(path: Path, name: str) -> dict:
     try:
-        return json.loads(os.getxattr(path, name))
+        return json.loads(vxattr.ask(path, name))  # one request: computed once
     except FileNotFoundError:
         raise RiverError(f"{path}: no such file or directory") from None
     except OSError as e:

@@ -13,7 +13,6 @@ status 1.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import stat
@@ -36,16 +35,13 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from riverfs.cli import vxattr
 from riverfs.cli.defaults import human_size
 from riverfs.tools.stats import mount_root
 
 WARMUP, EVICT = "riverfs.warmup", "riverfs.evict"
 QUEUED_PER_THREAD = 4  # files the walk may queue ahead of each thread
 REPLY_MAX = 4096  # bytes of buffer for the daemon's answer (a few dozen are used)
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.lgetxattr.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
-_libc.lgetxattr.restype = ctypes.c_ssize_t
 
 
 @dataclass
@@ -117,14 +113,8 @@ def _files(paths: list[Path], tally: Tally):
 
 def _ask(path: str, name: str) -> dict:
     """The daemon's JSON answer to getxattr `name` of `path`: exactly one FUSE request, and
-    so one warmup, with a buffer large enough for any answer (os.getxattr tries 128 bytes
-    first and asks again when the value is longer)."""
-    buf = ctypes.create_string_buffer(REPLY_MAX)
-    n = _libc.lgetxattr(os.fsencode(path), name.encode(), buf, REPLY_MAX)
-    if n < 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code), path)
-    return json.loads(buf.raw[:n])
+    so one warmup."""
+    return json.loads(vxattr.ask(path, name, REPLY_MAX, follow=False))
 
 
 def _run(paths: list[Path], name: str, threads: int, verb: str) -> tuple[Tally, float]:

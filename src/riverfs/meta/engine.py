@@ -367,7 +367,15 @@ class Meta:
         return await self.db.txn(fn, write=False)
 
     async def rebuild_dir_usage(self) -> None:
-        await self.db.txn(self.rebuild_dir_usage_in)
+        """Rebuild the directory counters (load, fsck --repair) and mark them built, so the
+        next open does not build them again (a dump from before them has no mark)."""
+
+        async def fn(tx):
+            await self.rebuild_dir_usage_in(tx)
+            if not await tx.one("SELECT 1 FROM counters WHERE name = 'dir_usage'"):
+                await tx.run("INSERT INTO counters VALUES ('dir_usage', 1)")
+
+        await self.db.txn(fn)
 
     async def dir_summary(self, inode: int) -> DirSummary:
         """A directory's counters and its tree's totals, from dir_usage: one query over the

@@ -262,7 +262,7 @@ class ObjectStore:
             return await with_retries(self.policy, what, attempt, lambda e: classify(e, what))
         except ObjectNotFound:
             raise  # an answer, not a failure
-        except BaseException:
+        except Exception:  # a cancelled request (prefetch, interrupt) is no failure
             STORE_ERRORS.child(op).inc()
             raise
         finally:
