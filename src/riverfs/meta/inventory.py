@@ -8,6 +8,7 @@ of a large volume never holds a transaction (or memory for the whole table) for 
 
 from __future__ import annotations
 
+import collections
 import stat
 from collections.abc import AsyncIterator
 
@@ -178,6 +179,14 @@ async def queue_unless_taken(meta: Meta, slice_id: int, size: int, after: float)
     )
 
 
+def _by_slice(records: list[Slice]) -> dict[int, list[Slice]]:
+    """A chunk's records grouped by slice id (one pass, not one per kept slice)."""
+    out: dict[int, list[Slice]] = collections.defaultdict(list)
+    for s in records:
+        out[s.id].append(s)
+    return out
+
+
 async def replace_chunk(
     meta: Meta,
     inode: int,
@@ -247,11 +256,12 @@ async def replace_chunk(
         if deltas or kept:
             counts = await refs.counts(tx, {*deltas, *kept})
             await refs.change(tx, counts, deltas, due)
+            pieces_before, pieces_after = _by_slice(records), _by_slice(after_records)
             for sid, size in kept.items():
                 if counts[sid] != 1:
                     continue  # shared: its other rows may need any of its blocks
-                gone = blocks_needed([s for s in records if s.id == sid], block_size)
-                gone -= blocks_needed([s for s in after_records if s.id == sid], block_size)
+                gone = blocks_needed(pieces_before[sid], block_size)
+                gone -= blocks_needed(pieces_after[sid], block_size)
                 for first, last in _runs(sorted(gone)):
                     await refs.queue_blocks(tx, sid, size, first, last, due)
         stored = await _recount(tx, attr, idx, after_records)
