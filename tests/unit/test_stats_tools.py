@@ -193,3 +193,18 @@ def test_process_names_come_from_proc_while_the_process_lives():
         assert process_name(os.getpid()) == f.read().strip()
     assert process_name(0) == "(kernel)"
     assert process_name(2**22 + 12345) is None  # above pid_max: no such process
+
+
+def test_profile_paths_are_bounded(monkeypatch):
+    from riverfs.tools import profile
+
+    monkeypatch.setattr(profile, "MAX_PATHS", 3)
+    prof = profile.Profile(name_of=lambda pid: None)
+    for i in range(10):
+        prof.add_line(
+            f'2026-12-04T10:00:00.000000Z pid=7 uid=0 op=lookup inode=1 path="/f{i}" '
+            "result=OK duration=0.001000"
+        )
+    assert len(prof.paths) == 4  # three paths and the bucket of the rest
+    assert prof.paths[profile.OTHER_PATHS].count == 7
+    assert prof.events == 10

@@ -106,6 +106,10 @@ class Tally:
         return self.seconds / self.count if self.count else 0.0
 
 
+MAX_PATHS = 100_000  # paths tallied one by one; the rest are summed under OTHER_PATHS
+OTHER_PATHS = "(other paths)"
+
+
 @dataclass
 class Profile:
     """The tallies of the events seen so far. `feed` takes the log's bytes as they come
@@ -142,16 +146,19 @@ class Profile:
 
     def add(self, event: Event) -> None:
         self.events += 1
+        where = event.where
+        if where not in self.paths and len(self.paths) >= MAX_PATHS:
+            where = OTHER_PATHS  # bounded: a long live view of a busy mount sees millions
         for table, key in (
             (self.ops, event.op),
-            (self.paths, event.where),
+            (self.paths, where),
             (self.processes, event.pid),
         ):
             tally = table.get(key)
             if tally is None:
                 tally = table[key] = Tally()
             tally.add(event)
-        if event.pid not in self.names or self.names[event.pid] is None:
+        if event.pid not in self.names:  # once: a process gone stays gone (None)
             self.names[event.pid] = self.name_of(event.pid)
 
     def top_ops(self, n: int, by: str = "seconds") -> list[tuple[str, Tally]]:
