@@ -112,15 +112,19 @@ def run_bench(
     )
     try:
         _Workload(work, result, on_phase).run()
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    except BaseException as e:
+        # The first error is the one to report; a leftover directory is then added to it.
+        try:
+            _remove(work)
+        except RiverError as leftover:
+            e.add_note(str(leftover))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise RiverError(
                 f"{path} filled up during the benchmark ({e.strerror}): free space there or "
                 "use a smaller --big-file-size, --small-file-count or --threads"
             ) from None
         raise
-    finally:
-        _remove(work)
+    _remove(work)
     return result
 
 
