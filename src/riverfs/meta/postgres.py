@@ -32,21 +32,14 @@ import psycopg.errors
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from riverfs import metrics
 from riverfs.errors import FSError, RiverError
+from riverfs.meta import txn_timing
 from riverfs.meta.changes import Changes
 from riverfs.meta.engine import DuplicateKey
 from riverfs.objects.urls import redact_url
 
 log = logging.getLogger(__name__)
 
-_TXN = metrics.family(
-    "meta_txn_seconds", "Metadata transactions (read, write): latency.", metrics.Histogram, "kind"
-)
-TXN_READ, TXN_WRITE = _TXN.child("read"), _TXN.child("write")
-TXN_RETRIES = metrics.counter(
-    "meta_txn_retries", "Metadata transactions retried (busy database, conflict)."
-)
 # psycopg warns about every pipeline a conflict aborts; the retry loop handles them.
 logging.getLogger("psycopg").setLevel(logging.ERROR)
 T = TypeVar("T")
@@ -212,14 +205,11 @@ class PostgresDatabase:
 
     async def txn(self, fn: Callable[[PgTx], Awaitable[T]], *, write: bool = True) -> T:
         """Run `fn` in one transaction (see `_txn`), counted and timed."""
-        start = time.perf_counter_ns()
-        timing = metrics.begin("meta", start)
+        started = txn_timing.begin()
         try:
             return await self._txn(fn, write)
         finally:
-            now = time.perf_counter_ns()
-            (TXN_WRITE if write else TXN_READ).observe_ns(now - start)
-            metrics.end("meta", timing, now)
+            txn_timing.end(started, write)
 
     async def _txn(self, fn: Callable[[PgTx], Awaitable[T]], write: bool) -> T:
         """Run `fn` in one transaction; retry conflicts and lost connections."""
@@ -253,7 +243,7 @@ class PostgresDatabase:
             if conflicts >= MAX_CONFLICT_ATTEMPTS:
                 raise FSError(errno.EIO, f"transaction kept conflicting: {reason}") from reason
             log.debug("transaction conflict (attempt %d): %s", conflicts, reason)
-            TXN_RETRIES.inc()
+            txn_timing.RETRIES.inc()
             await asyncio.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 0.1)
 

@@ -17,26 +17,18 @@ import functools
 import logging
 import random
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from riverfs import metrics
 from riverfs.errors import FSError, RiverError
+from riverfs.meta import txn_timing
 from riverfs.meta.changes import Changes
 from riverfs.meta.engine import DuplicateKey, now_ns
 
 log = logging.getLogger(__name__)
 
-_TXN = metrics.family(
-    "meta_txn_seconds", "Metadata transactions (read, write): latency.", metrics.Histogram, "kind"
-)
-TXN_READ, TXN_WRITE = _TXN.child("read"), _TXN.child("write")
-TXN_RETRIES = metrics.counter(
-    "meta_txn_retries", "Metadata transactions retried (busy database, conflict)."
-)
 T = TypeVar("T")
 
 MAX_ATTEMPTS = 50
@@ -124,14 +116,11 @@ class SQLiteDatabase:
 
     async def txn(self, fn: Callable[[SQLiteTx], Awaitable[T]], *, write: bool = True) -> T:
         """Run `fn` in one transaction (see `_txn`), counted and timed."""
-        start = time.perf_counter_ns()
-        timing = metrics.begin("meta", start)
+        started = txn_timing.begin()
         try:
             return await self._txn(fn, write)
         finally:
-            now = time.perf_counter_ns()
-            (TXN_WRITE if write else TXN_READ).observe_ns(now - start)
-            metrics.end("meta", timing, now)
+            txn_timing.end(started, write)
 
     async def _txn(self, fn: Callable[[SQLiteTx], Awaitable[T]], write: bool) -> T:
         """Run `fn` in one transaction; retry it when another process holds the database."""
@@ -158,7 +147,7 @@ class SQLiteDatabase:
                     if not any(m in str(e) for m in _BUSY_MESSAGES):
                         raise
                     log.debug("database busy (attempt %d): %s", attempt + 1, e)
-            TXN_RETRIES.inc()
+            txn_timing.RETRIES.inc()
             await asyncio.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 0.2)
         raise FSError(errno.EIO, f"metadata database {self.path} stayed busy")
